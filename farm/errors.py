@@ -1,0 +1,17 @@
+"""Error classes; each maps to one exit code of `farm`."""
+
+
+class FarmError(Exception):
+    exit_code = 3
+
+
+class InputError(FarmError):
+    """Bad input from the user or a data file: exit 2, one line naming file, field or value."""
+
+    exit_code = 2
+
+
+class InfraError(FarmError):
+    """The farm could not do its job (QEMU missing, boot never reached, disk full): exit 3."""
+
+    exit_code = 3

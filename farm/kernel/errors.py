@@ -1,0 +1,36 @@
+"""The one error a kernel build raises."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import FarmError
+
+
+class BuildError(FarmError):
+    """A kernel could not be built: a patch does not apply, a config step failed, a compile error.
+
+    `lines` are the lines that explain it (compiler errors, git's messages, the failing hunk);
+    `log_path` the full build log, if one was written; `patch` the patch file at fault, if any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        lines: list[str] | None = None,
+        log_path: Path | None = None,
+        patch: Path | None = None,
+    ):
+        super().__init__(message)
+        self.message = message
+        self.lines = list(lines or [])
+        self.log_path = log_path
+        self.patch = patch
+
+    def __str__(self) -> str:
+        text = self.message
+        if self.lines:
+            text += "\n" + "\n".join("  " + line for line in self.lines[:20])
+        if self.log_path:
+            text += f"\n  (build log: {self.log_path})"
+        return text

@@ -1,0 +1,63 @@
+"""Which accelerator QEMU can really use here: probed, never assumed.
+
+/dev/kvm can exist and still be useless: on KVM-PVM (a software nested hypervisor) a guest crawls and every
+-cpu model is ignored. KVM counts only when the CPU shows vmx/svm, the device opens, and no PVM module runs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Accel:
+    name: str  # "kvm" or "tcg"
+    reason: str
+
+    def qemu_args(self) -> list[str]:
+        # tb-size=64 keeps TCG's translation cache (and so each guest's RSS) small.
+        return ["-accel", "kvm"] if self.name == "kvm" else ["-accel", "tcg,tb-size=64"]
+
+
+def _cpu_flags(cpuinfo: str) -> set[str]:
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def kvm_problem(cpuinfo: str, modules: str, dev: Path = Path("/dev/kvm")) -> str | None:
+    """Why KVM cannot be used, or None when it looks usable."""
+    if not dev.exists():
+        return f"{dev} does not exist"
+    if not os.access(dev, os.R_OK | os.W_OK):
+        return f"{dev} is not readable and writable by this user (join the kvm group)"
+    loaded = {line.split()[0] for line in modules.splitlines() if line.strip()}
+    if "kvm_pvm" in loaded:
+        return f"{dev} is KVM-PVM (module kvm_pvm), a software nested hypervisor that ignores -cpu"
+    flags = _cpu_flags(cpuinfo)
+    if not flags & {"vmx", "svm"}:
+        return f"{dev} exists but the CPU has no vmx/svm flag (nested or paravirtual KVM)"
+    return None
+
+
+def probe(requested: str = "auto") -> Accel:
+    """Pick the accelerator. `requested` is "auto", "kvm" or "tcg" (from --accel)."""
+    if requested == "tcg":
+        return Accel("tcg", "requested with --accel tcg")
+
+    def read(path: str) -> str:
+        try:
+            return Path(path).read_text()
+        except OSError:
+            return ""
+
+    problem = kvm_problem(read("/proc/cpuinfo"), read("/proc/modules"))
+    if requested == "kvm":
+        note = f" (the probe disagrees: {problem})" if problem else ""
+        return Accel("kvm", f"requested with --accel kvm{note}")
+    if problem:
+        return Accel("tcg", f"KVM not usable: {problem}")
+    return Accel("kvm", "/dev/kvm usable: CPU has vmx/svm and no PVM module")

@@ -1,0 +1,141 @@
+"""Watching a guest's serial console: readiness marker, crash lines, and QEMU's feature warnings."""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+# What a kernel prints when something is wrong. A panic ends the guest; the others may leave it alive.
+CRASH_PATTERNS = [
+    ("panic", re.compile(r"Kernel panic - not syncing.*")),
+    ("bug", re.compile(r"\bBUG: .*")),
+    ("oops", re.compile(r"\bOops: .*")),
+    ("gpf", re.compile(r"general protection fault.*")),
+    # WARN() prints "WARNING: CPU: 0 PID: 1 at file:line"; "RETBleed: WARNING: ..." notices are not crashes.
+    ("warning", re.compile(r"\bWARNING: (?:CPU: \d+ PID: \d+|at ).*")),
+    ("calltrace", re.compile(r"Call Trace:")),
+]
+FATAL_KINDS = {"panic"}
+
+# qemu-system-x86_64: warning: TCG doesn't support requested feature: CPUID.07H:EBX.avx512f [bit 16]
+_FEATURE_RE = re.compile(r"doesn't support requested feature: (?P<reg>\S+?)\.(?P<name>[\w.-]+) \[bit (?P<bit>\d+)\]")
+
+MAX_CONSOLE_BYTES = 16 << 20  # a guest flooding the console cannot fill the disk or memory
+
+
+def _strip_timestamp(line: str) -> str:
+    return re.sub(r"^\[\s*\d+\.\d+\]\s*", "", line)
+
+
+@dataclass
+class CrashLine:
+    kind: str
+    line: str
+    lineno: int
+
+
+@dataclass
+class ConsoleState:
+    """Everything learned from a console stream; pure, so fixtures can be fed to it in tests."""
+
+    marker: str
+    ready: bool = False
+    crashes: list[CrashLine] = field(default_factory=list)
+    lines: int = 0
+    _partial: str = ""
+
+    def feed(self, text: str) -> list[CrashLine]:
+        """Take more console text; return crash lines found in it."""
+        found = []
+        data = self._partial + text
+        *complete, self._partial = data.split("\n")
+        for raw in complete:
+            self.lines += 1
+            line = _strip_timestamp(raw.rstrip("\r"))
+            if not self.ready and line.strip() == self.marker:
+                self.ready = True
+                continue
+            for kind, pattern in CRASH_PATTERNS:
+                m = pattern.search(line)
+                if m:
+                    crash = CrashLine(kind, line.strip(), self.lines)
+                    self.crashes.append(crash)
+                    found.append(crash)
+                    break
+        return found
+
+    @property
+    def panicked(self) -> bool:
+        return any(c.kind in FATAL_KINDS for c in self.crashes)
+
+    def first_crash(self) -> CrashLine | None:
+        for kinds in (FATAL_KINDS, {"bug", "oops", "gpf"}, {"warning"}):
+            for c in self.crashes:
+                if c.kind in kinds:
+                    return c
+        return self.crashes[0] if self.crashes else None
+
+
+def parse_filtered_features(qemu_stderr: str) -> list[str]:
+    """The CPU features QEMU dropped from the model, from its 'doesn't support requested feature' warnings."""
+    out = []
+    for m in _FEATURE_RE.finditer(qemu_stderr):
+        name = m.group("name")
+        if name not in out:
+            out.append(name)
+    return out
+
+
+class ConsoleWatcher:
+    """Copies a console stream to a log file in a thread, and raises events for the waiting side."""
+
+    def __init__(self, stream: BinaryIO, log_path, marker: str):
+        self.state = ConsoleState(marker)
+        self.log_path = log_path
+        self.changed = threading.Condition()
+        self.closed = False
+        self.truncated = False
+        self._stream = stream
+        self._thread = threading.Thread(target=self._pump, name=f"console:{log_path}", daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        written = 0
+        with open(self.log_path, "wb") as log:
+            while True:
+                chunk = self._stream.read1(65536) if hasattr(self._stream, "read1") else self._stream.read(4096)
+                if not chunk:
+                    break
+                if written < MAX_CONSOLE_BYTES:
+                    log.write(chunk[: MAX_CONSOLE_BYTES - written])
+                    log.flush()
+                    written += len(chunk)
+                    if written >= MAX_CONSOLE_BYTES:
+                        log.write(b"\n[farm: console output truncated here]\n")
+                        self.truncated = True
+                with self.changed:
+                    self.state.feed(chunk.decode("utf-8", "replace"))
+                    self.changed.notify_all()
+        with self.changed:
+            self.state.feed("\n")
+            self.closed = True
+            self.changed.notify_all()
+
+    def wait(self, predicate, timeout: float) -> bool:
+        with self.changed:
+            return self.changed.wait_for(lambda: predicate(self.state) or self.closed, timeout)
+
+    def join(self, timeout: float = 5.0) -> None:
+        self._thread.join(timeout)
+
+    def tail(self, max_bytes: int = 8192) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(0, 2)
+                size = f.tell()
+                f.seek(max(0, size - max_bytes))
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
