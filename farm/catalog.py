@@ -6,6 +6,7 @@ Everything after the catalog works on these objects and never reads the YAML aga
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,6 +96,16 @@ class Job:
 
 
 KTAP_FORMATS = ("ktap", "exit-code")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
+
+
+def _name(f: Fields, required: bool = True, default: str | None = None) -> str:
+    """A name becomes a folder of the run directory: letters, digits and ._+- only."""
+    name = f.str("name", default, required=required)
+    if not _NAME.match(name):
+        raise InputError(f"{f.doc.where('name')}: field 'name': {name!r} is not a valid name "
+                         "(letters, digits and . _ + - only, at most 64)")
+    return name
 SOURCE_KINDS = ("debian", "git", "dir")
 
 
@@ -112,7 +123,7 @@ class Catalog:
         raw_kernels = {}
         for path in self._files("kernels"):
             doc = datafile.load(path, self._show(path))
-            name = Fields(doc, "kernel").str("name", required=True)
+            name = _name(Fields(doc, "kernel"))
             if name in raw_kernels:
                 raise InputError(f"{doc.where('name')}: kernel '{name}' is defined twice")
             raw_kernels[name] = doc
@@ -190,7 +201,7 @@ def _load_cpu(path: Path, shown: Path) -> CpuModel:
     doc = datafile.load(path, shown)
     f = Fields(doc, "CPU model")
     model = CpuModel(
-        name=f.str("name", required=True),
+        name=_name(f),
         qemu=f.str("qemu", required=True),
         aliases=tuple(f.str_list("aliases")),
         vendor=f.str("vendor", "unknown"),
@@ -286,7 +297,7 @@ def _load_test(path: Path, shown: Path) -> Test:
     binary = f.str("binary")
     fmt = f.str("format", "ktap")
     test = Test(
-        name=f.str("name", required=True),
+        name=_name(f),
         description=f.str("description", ""),
         path=shown,
         run=tuple(f.str_list("run", required=True)),
@@ -309,7 +320,7 @@ def _load_test(path: Path, shown: Path) -> Test:
 def _load_job(path: Path, shown: Path, catalog: Catalog) -> Job:
     doc = datafile.load(path, shown)
     f = Fields(doc, "job")
-    name = f.str("name", path.stem)
+    name = _name(f, required=False, default=path.stem)
     description = f.str("description", "")
     picked = {}
     for key, table, what in (

@@ -52,6 +52,38 @@ def default_parallel() -> int:
     return max(1, round((os.cpu_count() or 1) - load))
 
 
+def prepare_kernel(kernel: Kernel, builder: ImageBuilder, tests: list[Test], note=lambda text: None) -> PreparedKernel:
+    """The kernel image to boot (found, or built once) and the guest image that goes with it."""
+    modules = None
+    build: dict = {}
+    if kernel.prebuilt:
+        images = sorted(glob.glob(kernel.prebuilt.image), key=_natural)
+        if not images:
+            return PreparedKernel(None, None, {}, f"{kernel.path}: prebuilt image "
+                                  f"'{kernel.prebuilt.image}' matches no file")
+        image = Path(images[-1])
+        release = image.name.removeprefix("vmlinuz-")
+        if kernel.prebuilt.modules:
+            modules = (Path(kernel.prebuilt.modules.format(release=release)), kernel.prebuilt.load)
+        build = {"prebuilt": str(image), "release": release}
+    else:
+        from .kernel.build import BuildError, build_kernel  # heavy; only when something is built
+
+        note(f"kernel {kernel.name}: building")
+        try:
+            built = build_kernel(kernel, log=lambda line: note(f"kernel {kernel.name}: {line}"))
+        except BuildError as e:
+            return PreparedKernel(None, None, {"log": str(getattr(e, "log_path", ""))}, str(e),
+                                  tuple(getattr(e, "lines", ()) or ()))
+        image = built.image
+        build = dict(built.metadata, cache_hit=built.cache_hit, key=built.key, log=str(built.log_path))
+    try:
+        guest = builder.image(tests, modules)
+    except FarmError as e:
+        return PreparedKernel(image, None, build, f"guest image: {e}")
+    return PreparedKernel(image, guest, build)
+
+
 class Scheduler:
     def __init__(self, catalog: Catalog, job: Job, kernels: list[str], cpus: list[str], tests: list[str],
                  out_dir: Path, accel: Accel, parallel: int, progress: Progress, argv: list[str],
@@ -89,38 +121,6 @@ class Scheduler:
             self.run_record.argv = existing.argv
             self.run_record.resumed = [*existing.resumed, now()]
         self.writer = RunWriter(self.run_record, out_dir / "run.json")
-
-    # --- preparing kernels and images ------------------------------------------------------------
-
-    def _prepare(self, kernel: Kernel, builder: ImageBuilder, tests: list[Test]) -> PreparedKernel:
-        modules = None
-        build: dict = {}
-        if kernel.prebuilt:
-            images = sorted(glob.glob(kernel.prebuilt.image), key=_natural)
-            if not images:
-                return PreparedKernel(None, None, {}, f"{kernel.path}: prebuilt image "
-                                      f"'{kernel.prebuilt.image}' matches no file")
-            image = Path(images[-1])
-            release = image.name.removeprefix("vmlinuz-")
-            if kernel.prebuilt.modules:
-                modules = (Path(kernel.prebuilt.modules.format(release=release)), kernel.prebuilt.load)
-            build = {"prebuilt": str(image), "release": release}
-        else:
-            from .kernel.build import BuildError, build_kernel  # heavy; only when something is built
-
-            self.progress.note(f"kernel {kernel.name}: building")
-            try:
-                built = build_kernel(kernel, log=lambda line: self.progress.note(f"kernel {kernel.name}: {line}"))
-            except BuildError as e:
-                return PreparedKernel(None, None, {"log": str(getattr(e, "log_path", ""))}, str(e),
-                                      tuple(getattr(e, "lines", ()) or ()))
-            image = built.image
-            build = dict(built.metadata, cache_hit=built.cache_hit, key=built.key, log=str(built.log_path))
-        try:
-            guest = builder.image(tests, modules)
-        except FarmError as e:
-            return PreparedKernel(image, None, build, f"guest image: {e}")
-        return PreparedKernel(image, guest, build)
 
     # --- one cell ------------------------------------------------------------------------------
 
@@ -253,7 +253,7 @@ class Scheduler:
             for k in [k for k in self.kernels if k in todo]:
                 if self.stopping.is_set():
                     break
-                prepared[k] = self._prepare(self.catalog.kernels[k], builder, tests)
+                prepared[k] = prepare_kernel(self.catalog.kernels[k], builder, tests, self.progress.note)
             cells = [c for c in self.run_record.cells if not c.done and c.kernel in prepared]
             self.progress.start(len(cells))
             with ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="cell") as pool:

@@ -93,7 +93,9 @@ def load_metadata(key: str) -> dict | None:
         return None
 
 
-def store(key: str, image: Path, image_name: str, metadata: dict, log_path: Path) -> Path:
+def store(
+    key: str, image: Path, image_name: str, metadata: dict, log_path: Path, extra: dict[str, Path] | None = None
+) -> Path:
     """Copy a finished kernel into the cache; the entry appears whole or not at all."""
     root = kernels_root()
     root.mkdir(parents=True, exist_ok=True)
@@ -102,6 +104,9 @@ def store(key: str, image: Path, image_name: str, metadata: dict, log_path: Path
         shutil.copy2(image, tmp / image_name)
         if log_path.is_file():
             shutil.copyfile(log_path, tmp / "build.log")
+        for name, path in (extra or {}).items():
+            if path.is_file():
+                shutil.copyfile(path, tmp / name)
         (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
         final = entry_dir(key)
         if final.exists():  # someone else finished the same key first: theirs is as good

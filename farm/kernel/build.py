@@ -1,0 +1,274 @@
+"""build_kernel(): from a catalog Kernel to a bzImage in the kernel cache.
+
+  built = build_kernel(kernel, log=print)
+  built.image, built.key, built.metadata, built.cache_hit, built.log_path
+
+Pipeline: resolve the source and its digest -> expand the patch series -> content key (source, patches,
+config recipe, compiler); a key already in the cache returns at once without make. Otherwise, under a lock
+on the key and one on the work dir: pristine tree (tarball unpacked once) -> work tree (hard-linked copy /
+git worktree) -> patches -> .config (merge_config.sh, only when its inputs changed) -> make O=<build dir>
+with ccache -> image, metadata.json and build.log stored under cache_root()/kernels/<key>/.
+
+The work dir (cache_root()/work/<id>/ with src/ and build/) is persistent per (source, patch list, config
+recipe) by name, not by content, so editing a patch or a fragment rebuilds incrementally.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .. import paths
+from ..catalog import Kernel
+from . import cache, config, patches, source, warnings
+from .cache import digest_json, sha256_file
+from .errors import BuildError
+from .run import Runner
+
+__all__ = ["BuildError", "BuiltKernel", "build_kernel"]
+
+CC = "ccache gcc"
+# fixed so two builds of the same inputs give the same image
+BUILD_ENV = {
+    "KBUILD_BUILD_TIMESTAMP": "Thu Jan  1 00:00:00 UTC 1970",
+    "KBUILD_BUILD_USER": "farm",
+    "KBUILD_BUILD_HOST": "farm",
+    "KBUILD_BUILD_VERSION": "1",
+}
+
+
+@dataclass
+class BuiltKernel:
+    image: Path  # the image in the cache
+    key: str  # content key (hex)
+    metadata: dict  # also in metadata.json next to the image
+    cache_hit: bool  # True when no make ran
+    log_path: Path  # build.log
+
+
+def jobs_default() -> int:
+    env = os.environ.get("FARM_BUILD_JOBS")
+    if env and env.isdigit() and int(env) > 0:
+        return int(env)
+    return os.cpu_count() or 2
+
+
+def make_target(image: str) -> str:
+    """The make goal that produces image: arch/x86/boot/bzImage -> bzImage, vmlinux -> vmlinux."""
+    return Path(image).name
+
+
+def ccache_env() -> dict[str, str]:
+    root = paths.cache_root().resolve()
+    return {"CCACHE_DIR": str(root / "ccache"), "CCACHE_BASEDIR": str(root)}
+
+
+def ccache_stats(stats_log: Path) -> dict[str, int]:
+    """Hits and misses of this build, from its own CCACHE_STATSLOG (the shared counters are not zeroed)."""
+    counts = {"hits": 0, "misses": 0, "uncached": 0}
+    try:
+        text = stats_log.read_text()
+    except OSError:
+        return counts
+    for block in text.split("# ")[1:]:
+        ids = block.splitlines()[1:]
+        if "direct_cache_hit" in ids or "preprocessed_cache_hit" in ids:
+            counts["hits"] += 1
+        elif "cache_miss" in ids:
+            counts["misses"] += 1
+        else:
+            counts["uncached"] += 1
+    return counts
+
+
+def _work_id(res: source.Resolved, kernel: Kernel) -> str:
+    assert kernel.config is not None
+    fragments = [str(f) for f in kernel.config.fragments]
+    ident = [res.identity, [str(p) for p in kernel.patches], kernel.config.base, fragments]
+    return digest_json(ident)[:20]
+
+
+def build_kernel(kernel: Kernel, log: Callable[[str], None] = print, jobs: int | None = None) -> BuiltKernel:
+    """Build kernel (or find it in the cache). Raises BuildError when it cannot be built."""
+    if kernel.source is None:
+        raise BuildError(f"kernel '{kernel.name}' has no source to build (prebuilt kernels are used as they are)")
+    if kernel.config is None:
+        raise BuildError(f"kernel '{kernel.name}' has no config recipe")
+    t0 = time.monotonic()
+    res = source.resolve(kernel.source)
+    series = patches.expand(kernel.patches)
+    cfg_inputs = config.recipe_inputs(kernel.config)
+    compiler = cache.compiler_version()
+    key, inputs = cache.kernel_key(res.digest, [p.sha256 for p in series], cfg_inputs, compiler, kernel.image)
+    image_name = Path(kernel.image).name
+
+    hit = _cached(kernel, key, image_name, log)
+    if hit:
+        return hit
+    with cache.locked(cache.key_lock(key)):
+        hit = _cached(kernel, key, image_name, log)  # built by someone else while we waited
+        if hit:
+            return hit
+        work = paths.cache_root() / "work" / _work_id(res, kernel)
+        work.mkdir(parents=True, exist_ok=True)
+        with cache.locked(work / "lock"):
+            return _build(kernel, res, series, cfg_inputs, compiler, key, inputs, work, log, jobs, t0)
+
+
+def _cached(kernel: Kernel, key: str, image_name: str, log) -> BuiltKernel | None:
+    folder = cache.lookup(key, image_name)
+    if folder is None:
+        return None
+    metadata = cache.load_metadata(key)
+    if metadata is None:
+        return None
+    if metadata.get("kernel") != kernel.name:
+        metadata = {**metadata, "built_as": metadata.get("kernel"), "kernel": kernel.name}
+    log(f"{kernel.name}: cached kernel {key[:12]} ({folder / image_name})")
+    return BuiltKernel(folder / image_name, key, metadata, True, folder / "build.log")
+
+
+def _build(kernel, res, series, cfg_inputs, compiler, key, inputs, work, log, jobs, t0) -> BuiltKernel:
+    log_path = work / "build.log"
+    durations: dict[str, float] = {"key": time.monotonic() - t0}
+    build_dir = work / "build"
+    with open(log_path, "w") as log_file:
+        runner = Runner(log_file)
+        runner.note(f"# farm build of {kernel.name}, key {key}")
+
+        def stage(name: str, started: float) -> None:
+            durations[name] = round(time.monotonic() - started, 3)
+
+        # source and patches
+        t = time.monotonic()
+        pristine = source.pristine_tree(res, runner, log)
+        tree = source.work_tree(res, pristine, work, bool(series), runner, log)
+        stage("source", t)
+        t = time.monotonic()
+        touched: list[str] = []
+        if tree != pristine:
+            try:
+                touched = patches.sync(
+                    tree, pristine, res.source.kind, res.digest, series, work / "patches-state.json",
+                    runner, log, git_base=res.commit,
+                )
+            except BuildError as e:
+                e.log_path = log_path
+                runner.note(str(e))
+                raise
+        stage("patch", t)
+
+        # config, regenerated only when its inputs changed
+        t = time.monotonic()
+        fresh = not (build_dir / "Makefile").is_file()
+        build_dir.mkdir(parents=True, exist_ok=True)
+        stamp = work / "config.stamp"
+        config_key = digest_json([res.digest, [p.sha256 for p in series], cfg_inputs])
+        make_vars = ["ARCH=" + config.ARCH, "CC=" + CC]
+        if stamp.is_file() and stamp.read_text() == config_key and (build_dir / ".config").is_file():
+            final = config.parse_config((build_dir / ".config").read_text())
+            unmet = config.unmet(config.requested(kernel.config.fragments), final)
+            runner.note("# .config is up to date")
+        else:
+            log(f"{kernel.name}: configuring {kernel.config.base} + "
+                + ", ".join(f.name for f in kernel.config.fragments))
+            stamp.unlink(missing_ok=True)
+            try:
+                unmet = config.configure(tree, build_dir, kernel.config, runner, make_vars)
+            except BuildError as e:
+                e.log_path = log_path
+                raise
+            stamp.write_text(config_key)
+        for u in unmet:
+            msg = f"{u['option']}={u['requested']} requested by {u['fragment']} is {u['actual'] or 'not set'}"
+            log(f"{kernel.name}: config: {msg}")
+            runner.note(f"# config: {msg}")
+        stage("config", t)
+
+        # make
+        t = time.monotonic()
+        stats_log = work / "ccache-stats.log"
+        stats_log.unlink(missing_ok=True)
+        env = {**BUILD_ENV, **ccache_env(), "CCACHE_STATSLOG": str(stats_log)}
+        argv = [
+            "make", "-C", str(tree), f"O={build_dir}", *make_vars, f"-j{jobs or jobs_default()}",
+            "--output-sync=target", make_target(kernel.image),
+        ]
+        log(f"{kernel.name}: make {make_target(kernel.image)} in {build_dir}")
+        rc, out = runner.run(argv, cwd=tree, env=env)
+        stage("make", t)
+        t = time.monotonic()
+        steps = warnings.extract(out, tree.resolve(), build_dir.resolve())
+        if rc != 0:
+            lines = warnings.error_lines(out) or out[-20:]
+            first = lines[0] if lines else f"make exited with {rc}"
+            raise BuildError(f"kernel '{kernel.name}' does not build: {first}", lines, log_path=log_path)
+        image = build_dir / kernel.image
+        if not image.is_file():
+            raise BuildError(f"kernel '{kernel.name}': make succeeded but {image} is missing", log_path=log_path)
+        diags = warnings.merge(work / "warnings.json", steps, fresh, build_dir)
+        found = [d for d in diags if d["kind"] == "warning"]
+
+        baseline_key = new = None
+        if series or kernel.baseline or kernel.extends:
+            baseline_key, _ = cache.kernel_key(res.digest, [], cfg_inputs, compiler, kernel.image)
+            if baseline_key != key:
+                base_md = cache.load_metadata(baseline_key)
+                if base_md is not None:
+                    new = warnings.new_since(found, base_md.get("warnings", []))
+                    log(f"{kernel.name}: {len(new)} new warning(s) against the unpatched build")
+            else:
+                new = []
+        release = (build_dir / "include/config/kernel.release")
+        metadata = {
+            "kernel": kernel.name,
+            "key": key,
+            "key_inputs": inputs,
+            "source": {
+                "kind": res.source.kind,
+                "location": res.source.location,
+                "path": str(res.path),
+                "digest": res.digest,
+                "commit": res.commit,
+            },
+            "kernel_version": source.kernel_version(tree),
+            "kernel_release": release.read_text().strip() if release.is_file() else None,
+            "patches": [{"file": str(p.path), "name": p.name, "sha256": p.sha256, "strip": p.strip} for p in series],
+            "touched_files": touched,
+            "config": {
+                "base": kernel.config.base,
+                "fragments": [{"file": str(f), "sha256": sha256_file(f)} for f in kernel.config.fragments],
+                "sha256": sha256_file(build_dir / ".config"),
+                "unmet": unmet,
+            },
+            "options_not_set": [u["option"] for u in unmet],
+            "compiler": compiler.splitlines()[0],
+            "ccache": ccache_stats(stats_log),
+            "commands": runner.commands,
+            "durations": durations,
+            "warnings": found,
+            "errors": [d for d in diags if d["kind"] == "error"],
+            "baseline_key": baseline_key,
+            "new_warnings": new,
+            "image": Path(kernel.image).name,
+            "image_sha256": sha256_file(image),
+            "image_size": image.stat().st_size,
+            "work_dir": str(work),
+            "incremental": not fresh,
+            "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        stage("collect", t)
+        durations["total"] = round(time.monotonic() - t0, 3)
+        runner.note(f"# durations: {json.dumps(durations)}")
+    t = time.monotonic()
+    folder = cache.store(key, image, metadata["image"], metadata, log_path, {"config": build_dir / ".config"})
+    durations["store"] = round(time.monotonic() - t, 3)
+    log(f"{kernel.name}: built {key[:12]} in {durations['total']:.1f} s "
+        f"(make {durations['make']:.1f} s, ccache {metadata['ccache']['hits']} hits "
+        f"{metadata['ccache']['misses']} misses)")
+    return BuiltKernel(folder / metadata["image"], key, metadata, False, folder / "build.log")

@@ -1,0 +1,39 @@
+"""Shared fixtures: a private farm root (data files copied) and the farm command run for real."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture
+def farm_root(tmp_path: Path) -> Path:
+    """A copy of the repo's data folders, which a test may edit or add broken files to."""
+    root = tmp_path / "farm"
+    for sub in ("cpumodels", "jobs", "guests"):
+        shutil.copytree(REPO / sub, root / sub)
+    (root / "kernels").mkdir(parents=True)
+    for item in (REPO / "kernels").iterdir():
+        if item.suffix == ".yaml":
+            shutil.copy(item, root / "kernels")
+        elif item.is_dir():
+            (root / "kernels" / item.name).symlink_to(item)
+    return root
+
+
+def run_farm(*args: str, root: Path | None = None, timeout: float = 900, env: dict | None = None):
+    """Run the real `farm` command line in a subprocess (as a user would) and return the CompletedProcess."""
+    full_env = dict(os.environ, CI="true")
+    if root:
+        full_env["FARM_ROOT"] = str(root)
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "farm.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=full_env, cwd=root or REPO)

@@ -1,0 +1,131 @@
+"""Real boots: Debian's stock kernel under QEMU on named CPU models, reached over real SSH."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from farm.catalog import Catalog
+from farm.errors import InfraError
+from farm.guest.image import ImageBuilder
+from farm.guest.keys import client_key
+from farm.paths import cache_root
+from farm.scheduler import prepare_kernel
+from farm.vm.base import MachineSpec
+from farm.vm.qemu import QemuPool
+
+from .conftest import REPO, run_farm
+
+pytestmark = pytest.mark.boot
+
+
+@pytest.fixture(scope="module")
+def skylake_run(tmp_path_factory) -> tuple[Path, dict, object]:
+    """`farm run --cpu Skylake --cpu Broadwell`, once, through the real command line."""
+    out = tmp_path_factory.mktemp("run") / "r"
+    result = run_farm("run", "--cpu", "Skylake", "--cpu", "Broadwell", "--out", str(out), "-j", "2")
+    run = json.loads((out / "run.json").read_text())
+    return out, run, result
+
+
+def _cell(run: dict, cpu: str) -> dict:
+    return next(c for c in run["cells"] if c["cpu"] == cpu)
+
+
+def test_skylake_prefix_runs_both_skylake_models(skylake_run):
+    out, run, result = skylake_run
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(out)  # the run dir's path is printed at the end
+    assert sorted(c["cpu"] for c in run["cells"]) == ["Broadwell", "Skylake-Client", "Skylake-Server"]
+    assert {c["status"] for c in run["cells"]} == {"PASS"}
+
+
+@pytest.mark.parametrize(("cpu", "xcr0", "size"), [("Broadwell", "0x7", "832"), ("Skylake-Server", "0x207", "2696"),
+                                                   ("Skylake-Client", "0x7", "832")])
+def test_probe_reports_what_the_model_delivers_under_tcg(skylake_run, cpu, xcr0, size):
+    _, run, _ = skylake_run
+    cell = _cell(run, cpu)
+    assert cell["accel"] == run["host"]["accel"]
+    if cell["accel"] != "tcg":
+        pytest.skip("XCR0 figures are TCG's; under KVM the host CPU decides")
+    assert cell["facts"]["xcr0"] == xcr0
+    assert cell["facts"]["xsave_size"] == size
+    assert cell["facts"]["avx512f"] == "0"
+
+
+def test_degraded_model_is_recorded(skylake_run):
+    _, run, _ = skylake_run
+    sks = _cell(run, "Skylake-Server")
+    if sks["accel"] == "tcg":
+        assert "avx512f" in sks["filtered_features"]  # nobody mistakes it for a real Skylake-Server
+    assert "-cpu" in sks["qemu_command"]
+    assert sks["qemu_command"][sks["qemu_command"].index("-cpu") + 1] == "Skylake-Server"
+
+
+def test_run_dir_has_console_output_and_report(skylake_run):
+    out, run, _ = skylake_run
+    cell = _cell(run, "Broadwell")
+    console = (out / cell["files"]["console"]).read_text()
+    assert "farm-init: ready" in console
+    assert "TAP version 13" in (out / cell["files"]["output"]).read_text()
+    for stage in ("boot_to_marker", "boot_to_ssh", "test", "total"):
+        assert cell["timings"][stage] > 0
+    html = (out / "report.html").read_text()
+    assert "Skylake-Server" in html and "0x207" in html or run["host"]["accel"] != "tcg"
+    assert run["host"]["accel_reason"]
+
+
+def test_guest_panic_is_a_crash_with_the_panic_line(farm_root: Path, tmp_path: Path):
+    (farm_root / "kernels" / "stock-noinit.yaml").write_text(
+        "name: stock-noinit\nextends: stock\ncmdline: console=ttyS0 panic=-1 rdinit=/nothing-here\n")
+    out = tmp_path / "r"
+    result = run_farm("run", "--kernel", "stock-noinit", "--cpu", "Broadwell", "--out", str(out), root=farm_root)
+    assert result.returncode == 1, result.stderr
+    cell = json.loads((out / "run.json").read_text())["cells"][0]
+    assert cell["status"] == "CRASH"
+    assert cell["stage"] == "boot"
+    # The verdict came from the console, not from waiting out the boot timeout.
+    assert "Kernel panic - not syncing" in cell["reason"]
+    assert cell["attempts"] == 1  # a crash is never retried away
+    assert "Kernel panic" in (out / cell["files"]["console"]).read_text()
+
+
+def test_instance_interface_copy_run_timeout_and_diagnose(tmp_path: Path):
+    catalog = Catalog(REPO)
+    key = client_key(cache_root() / "keys")
+    builder = ImageBuilder(cache_root(), REPO / "guests", key)
+    kernel = catalog.kernels["stock"]
+    prepared = prepare_kernel(kernel, builder, [catalog.tests["cpuinfo"]])
+    spec = MachineSpec(prepared.image, prepared.guest.initrd, kernel.cmdline, "Broadwell", "tcg",
+                       prepared.guest.host_key, smp=1)
+    with QemuPool(key).create(spec, tmp_path / "vm", boot_timeout=90) as vm:
+        local = tmp_path / "hello.sh"
+        local.write_text("#!/bin/sh\necho \"argv:$1:$2\"\n")
+        vm.copy(local, "/tmp/hello.sh")
+        result = vm.run(["/tmp/hello.sh", "a b", "$(reboot)"], timeout=20)
+        assert result.exit_status == 0
+        assert result.stdout == "argv:a b:$(reboot)\n"  # argv, quoted: nothing reaches a shell unquoted
+        slow = vm.run(["sleep", "30"], timeout=1.5)
+        assert slow.timed_out and slow.exit_status is None
+        assert vm.run(["sh", "-c", "exit 7"], timeout=10).exit_status == 7
+        diag = vm.diagnose()
+        assert diag["qemu_running"] and not diag["panicked"]
+    assert vm.proc.poll() is not None  # closed means QEMU is gone
+
+
+def test_changed_host_key_is_refused(tmp_path: Path):
+    catalog = Catalog(REPO)
+    key = client_key(cache_root() / "keys")
+    builder = ImageBuilder(cache_root(), REPO / "guests", key)
+    kernel = catalog.kernels["stock"]
+    prepared = prepare_kernel(kernel, builder, [catalog.tests["cpuinfo"]])
+    other = client_key(tmp_path / "other").public  # any ed25519 key that is not the guest's
+    spec = MachineSpec(prepared.image, prepared.guest.initrd, kernel.cmdline, "Broadwell", "tcg",
+                       " ".join(other.split()[:2]), smp=1)
+    with pytest.raises(InfraError, match="not the one pinned"):
+        QemuPool(key).create(spec, tmp_path / "vm", boot_timeout=90)
+    assert shutil.which("qemu-system-x86_64")
+
