@@ -254,9 +254,11 @@ class Scheduler:
                 if self.stopping.is_set():
                     break
                 prepared[k] = prepare_kernel(self.catalog.kernels[k], builder, tests, self.progress.note)
+            self._confirm_kvm(prepared)
             cells = [c for c in self.run_record.cells if not c.done and c.kernel in prepared]
             self.progress.start(len(cells))
-            with ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="cell") as pool:
+            pool = ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="cell")
+            try:
                 futures = [pool.submit(self._guarded, c, prepared[c.kernel]) for c in cells]
                 for f in futures:
                     while not f.done():  # short waits keep the main thread responsive to Ctrl-C
@@ -264,6 +266,15 @@ class Scheduler:
                             f.result(timeout=0.2)
                         except TimeoutError:
                             pass
+            except KeyboardInterrupt:
+                # Stop first, then wait: queued cells must not start, running guests die now.
+                self.stopping.set()
+                self.run_record.interrupted = True
+                pool.shutdown(wait=False, cancel_futures=True)
+                qemu.kill_all()
+                pool.shutdown(wait=True)
+                raise
+            pool.shutdown(wait=True)
         except KeyboardInterrupt:
             self.stopping.set()
             self.run_record.interrupted = True
@@ -274,6 +285,29 @@ class Scheduler:
             self.writer.save()
             self.progress.stop()
         return self.run_record
+
+    def _confirm_kvm(self, prepared: dict[str, PreparedKernel]) -> None:
+        """A KVM that passed the static checks must also boot a guest to its marker, or TCG it is."""
+        if self.accel.name != "kvm" or not self.accel.probe_boot:
+            return
+        ready = next((p for p in prepared.values() if not p.error), None)
+        if not ready:
+            return
+        first = self.run_record.cells[0]
+        spec = MachineSpec(kernel=ready.image, initrd=ready.guest.initrd,
+                           cmdline=self.catalog.kernels[first.kernel].cmdline,
+                           cpu=self.catalog.cpus[first.cpu].qemu, accel="kvm", host_key=ready.guest.host_key, smp=1)
+        try:
+            with self.pool.create(spec, self.out / "accel-probe", boot_timeout=30):
+                pass
+        except FarmError as e:
+            self.accel = Accel("tcg", f"KVM probe boot failed, using TCG: {str(e).splitlines()[0]}")
+            self.progress.note(f"warning: {self.accel.reason}")
+            self.run_record.host.update(accel="tcg", accel_reason=self.accel.reason)
+            for c in self.run_record.cells:
+                if not c.done:
+                    c.accel = "tcg"
+            self.writer.save()
 
     def _guarded(self, cell: Cell, prepared: PreparedKernel) -> None:
         """A cell's unexpected error is that cell's ERROR, never a traceback that ends the run."""

@@ -15,10 +15,7 @@ from pathlib import Path
 class Accel:
     name: str  # "kvm" or "tcg"
     reason: str
-
-    def qemu_args(self) -> list[str]:
-        # tb-size=64 keeps TCG's translation cache (and so each guest's RSS) small.
-        return ["-accel", "kvm"] if self.name == "kvm" else ["-accel", "tcg,tb-size=64"]
+    probe_boot: bool = False  # KVM chosen by "auto": the scheduler confirms it with one real boot
 
 
 def _cpu_flags(cpuinfo: str) -> set[str]:
@@ -60,4 +57,4 @@ def probe(requested: str = "auto") -> Accel:
         return Accel("kvm", f"requested with --accel kvm{note}")
     if problem:
         return Accel("tcg", f"KVM not usable: {problem}")
-    return Accel("kvm", "/dev/kvm usable: CPU has vmx/svm and no PVM module")
+    return Accel("kvm", "/dev/kvm usable: CPU has vmx/svm and no PVM module", probe_boot=True)

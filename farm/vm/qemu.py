@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -22,6 +23,8 @@ QEMU = "qemu-system-x86_64"
 
 # Every live QEMU, so a signal handler can reap them all (no guest outlives `farm run`).
 LIVE: set[QemuInstance] = set()
+_LIVE_LOCK = threading.Lock()
+_STOPPING = threading.Event()  # set by kill_all: no new guest may start after it
 
 
 def qemu_binary() -> str:
@@ -77,7 +80,10 @@ class QemuInstance(Instance):
             self.boot.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._stderr,
             start_new_session=True,  # Ctrl-C goes to farm, which then reaps QEMU itself
         )
-        LIVE.add(self)
+        with _LIVE_LOCK:
+            LIVE.add(self)
+            if _STOPPING.is_set():
+                os.killpg(self.proc.pid, signal.SIGKILL)
         self.console = ConsoleWatcher(self.proc.stdout, workdir / "console.log", READY_MARKER)
         try:
             self._wait_ready(start, boot_timeout)
@@ -193,7 +199,8 @@ class QemuInstance(Instance):
         self.console.join()
         self._stderr.close()
         self.qmp_path.unlink(missing_ok=True)
-        LIVE.discard(self)
+        with _LIVE_LOCK:
+            LIVE.discard(self)
 
 
 class QemuPool(Pool):
@@ -206,7 +213,10 @@ class QemuPool(Pool):
 
 def kill_all() -> None:
     """Last resort on SIGINT/SIGTERM: no QEMU outlives the farm."""
-    for inst in list(LIVE):
+    with _LIVE_LOCK:
+        _STOPPING.set()
+        live = list(LIVE)
+    for inst in live:
         try:
             os.killpg(inst.proc.pid, signal.SIGKILL)
         except OSError:
