@@ -66,10 +66,12 @@ def render(run: Run, run_dir: Path) -> str:
             if text is not None:
                 outputs[c.id] = text
     delivered = {}
-    for c in run.cells:  # the probe's facts, else any cell that booted on that model
-        if c.facts.get("xcr0") or (c.cpu not in delivered and c.qemu_command):
-            if c.cpu not in delivered or not delivered[c.cpu].facts.get("xcr0"):
-                delivered[c.cpu] = c
+    for c in run.cells:  # per model: the probe's facts where a cell has them, features QEMU dropped from any
+        d = delivered.setdefault(c.cpu, {"cpu_qemu": c.cpu_qemu, "accel": c.accel, "facts": {},
+                                         "filtered_features": []})
+        if c.facts.get("xcr0") and not d["facts"]:
+            d["facts"] = c.facts
+        d["filtered_features"] += [f for f in c.filtered_features if f not in d["filtered_features"]]
     name, summary = verdict(run)
     ordered = sorted(run.cells, key=lambda c: (c.status not in FAILING, c.status != "ERROR", c.id))
     return _env().get_template("report.html.j2").render(
