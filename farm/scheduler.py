@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import glob
 import os
@@ -9,7 +10,6 @@ import re
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from .progress import Progress
 from .results.run import Cell, Run, RunWriter
 from .vm import qemu
 from .vm.accel import Accel
-from .vm.base import BootError, MachineSpec, RunResult
+from .vm.base import BootError, HostLost, MachineSpec, Pool, RunResult
 
 
 @dataclass
@@ -87,7 +87,7 @@ def prepare_kernel(kernel: Kernel, builder: ImageBuilder, tests: list[Test], not
 class Scheduler:
     def __init__(self, catalog: Catalog, job: Job, kernels: list[str], cpus: list[str], tests: list[str],
                  out_dir: Path, accel: Accel, parallel: int, progress: Progress, argv: list[str],
-                 existing: Run | None = None):
+                 existing: Run | None = None, pools: list[tuple[Pool, int]] | None = None):
         self.catalog = catalog
         self.job = job
         self.kernels = kernels
@@ -99,7 +99,11 @@ class Scheduler:
         self.progress = progress
         self.stopping = threading.Event()
         self.key = client_key(cache_root() / "keys")
-        self.pool = qemu.QemuPool(self.key)
+        self.local = qemu.QemuPool(self.key)
+        # Where cells run: (pool, slots). The local QEMU pool by default; remote hosts add theirs.
+        self.pools: list[tuple[Pool, int]] = pools if pools is not None else [(self.local, parallel)]
+        self.queue: collections.deque[Cell] = collections.deque()
+        self.queue_lock = threading.Lock()
         self.run_record = Run(
             run_id=out_dir.name, job=job.name, job_file=str(job.path), started=now(), argv=argv,
             host={"hostname": socket.gethostname(), "qemu": qemu.qemu_version(), "accel": accel.name,
@@ -124,7 +128,7 @@ class Scheduler:
 
     # --- one cell ------------------------------------------------------------------------------
 
-    def _run_cell(self, cell: Cell, prepared: PreparedKernel) -> None:
+    def _run_cell(self, cell: Cell, prepared: PreparedKernel, pool: Pool) -> None:
         if self.stopping.is_set():
             return
         kernel = self.catalog.kernels[cell.kernel]
@@ -141,13 +145,15 @@ class Scheduler:
             return
         spec = MachineSpec(
             kernel=prepared.image, initrd=prepared.guest.initrd, cmdline=kernel.cmdline,
-            cpu=self.catalog.cpus[cell.cpu].qemu, accel=self.accel.name, host_key=prepared.guest.host_key,
-            memory_mb=self.job.memory_mb, smp=self.job.smp,
+            cpu=self.catalog.cpus[cell.cpu].qemu, accel=getattr(pool, "accel", None) or self.accel.name,
+            host_key=prepared.guest.host_key, memory_mb=self.job.memory_mb, smp=self.job.smp,
         )
+        cell.accel = spec.accel
+        cell.host = getattr(pool, "name", "local")
         timeout = self.job.timeouts.test or test.timeout
         for attempt in range(1, self.job.retries + 2):
             cell.attempts = attempt
-            retry = self._attempt(cell, cell_dir, spec, test, timeout)
+            retry = self._attempt(cell, cell_dir, spec, test, timeout, pool)
             if not retry or self.stopping.is_set() or attempt > self.job.retries:
                 break
             self.progress.cell(cell, f"infrastructure error, retrying on a fresh guest: {cell.reason}")
@@ -155,13 +161,16 @@ class Scheduler:
             cell.status, cell.reason = "PENDING", "interrupted"  # not a verdict: --resume reruns it
         self.writer.save()
 
-    def _attempt(self, cell: Cell, cell_dir: Path, spec: MachineSpec, test: Test, timeout: float) -> bool:
+    def _attempt(self, cell: Cell, cell_dir: Path, spec: MachineSpec, test: Test, timeout: float,
+                 pool: Pool) -> bool:
         """One boot and test. Returns True when the failure was the infrastructure's (worth a retry)."""
         start = time.monotonic()
         cell.files = {"console": self._rel(cell_dir / "console.log"), "qemu_log": self._rel(cell_dir / "qemu.log")}
         self.progress.cell(cell, "booting")
         try:
-            instance = self.pool.create(spec, cell_dir, self.job.timeouts.boot)
+            instance = pool.create(spec, cell_dir, self.job.timeouts.boot)
+        except HostLost:
+            raise
         except BootError as e:
             cell.timings["boot"] = round(time.monotonic() - start, 3)
             cell.qemu_command = qemu.command_line(spec, Path("QMP_SOCKET"))
@@ -257,24 +266,24 @@ class Scheduler:
             self._confirm_kvm(prepared)
             cells = [c for c in self.run_record.cells if not c.done and c.kernel in prepared]
             self.progress.start(len(cells))
-            pool = ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="cell")
+            self.queue.extend(cells)
+            workers = [threading.Thread(target=self._worker, args=(pool, prepared), daemon=True,
+                                        name=f"{getattr(pool, 'name', 'local')}#{i}")
+                       for pool, slots in self.pools for i in range(slots)]
+            for w in workers:
+                w.start()
             try:
-                futures = [pool.submit(self._guarded, c, prepared[c.kernel]) for c in cells]
-                for f in futures:
-                    while not f.done():  # short waits keep the main thread responsive to Ctrl-C
-                        try:
-                            f.result(timeout=0.2)
-                        except TimeoutError:
-                            pass
+                for w in workers:
+                    while w.is_alive():  # short joins keep the main thread responsive to Ctrl-C
+                        w.join(0.2)
             except KeyboardInterrupt:
                 # Stop first, then wait: queued cells must not start, running guests die now.
                 self.stopping.set()
                 self.run_record.interrupted = True
-                pool.shutdown(wait=False, cancel_futures=True)
                 qemu.kill_all()
-                pool.shutdown(wait=True)
+                for w in workers:
+                    w.join(30)
                 raise
-            pool.shutdown(wait=True)
         except KeyboardInterrupt:
             self.stopping.set()
             self.run_record.interrupted = True
@@ -298,7 +307,7 @@ class Scheduler:
                            cmdline=self.catalog.kernels[first.kernel].cmdline,
                            cpu=self.catalog.cpus[first.cpu].qemu, accel="kvm", host_key=ready.guest.host_key, smp=1)
         try:
-            with self.pool.create(spec, self.out / "accel-probe", boot_timeout=30):
+            with self.local.create(spec, self.out / "accel-probe", boot_timeout=30):
                 pass
         except FarmError as e:
             self.accel = Accel("tcg", f"KVM probe boot failed, using TCG: {str(e).splitlines()[0]}")
@@ -309,10 +318,30 @@ class Scheduler:
                     c.accel = "tcg"
             self.writer.save()
 
-    def _guarded(self, cell: Cell, prepared: PreparedKernel) -> None:
+    def _worker(self, pool: Pool, prepared: dict[str, PreparedKernel]) -> None:
+        """One slot: take cells until none are left. A lost host gives its cell back and stops."""
+        while not self.stopping.is_set():
+            with self.queue_lock:
+                if not self.queue:
+                    return
+                cell = self.queue.popleft()
+            try:
+                self._guarded(cell, prepared[cell.kernel], pool)
+            except HostLost as e:
+                cell.status, cell.reason = "PENDING", f"host {getattr(pool, 'name', '?')} lost: {e}"
+                cell.retried_from.append(getattr(pool, "name", "?"))
+                self.progress.cell(cell, f"requeued: {cell.reason}")
+                with self.queue_lock:
+                    self.queue.appendleft(cell)
+                self.writer.save()
+                return
+
+    def _guarded(self, cell: Cell, prepared: PreparedKernel, pool: Pool) -> None:
         """A cell's unexpected error is that cell's ERROR, never a traceback that ends the run."""
         try:
-            self._run_cell(cell, prepared)
+            self._run_cell(cell, prepared, pool)
+        except HostLost:
+            raise
         except InputError as e:
             self._finish(cell, "ERROR", cell.stage or "setup", str(e))
         except Exception as e:  # noqa: BLE001 - recorded in the cell, with its type

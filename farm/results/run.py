@@ -34,6 +34,8 @@ class Cell:
     crashes: list[dict] = field(default_factory=list)
     exit_status: int | None = None
     attempts: int = 0
+    host: str = ""  # which farm host ran it ("local" or an inventory name)
+    retried_from: list[str] = field(default_factory=list)  # hosts lost while running it
     kernel_image: str = ""
     kernel_build: dict = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)  # name -> path relative to the run dir

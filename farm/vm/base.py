@@ -56,6 +56,10 @@ class BootError(InfraError):
         self.crashed = crashed  # the kernel panicked or oopsed: a CRASH result, not infrastructure
 
 
+class HostLost(InfraError):
+    """The machine that runs guests (a remote farm host) is gone: its cells go to another host."""
+
+
 class Instance(ABC):
     boot: BootInfo
 
@@ -80,6 +84,9 @@ class Instance(ABC):
 
 
 class Pool(ABC):
+    name: str = "local"  # the host it runs guests on, recorded per cell
+    accel: str | None = None  # the accelerator it uses, when it decides for itself (remote hosts)
+
     @abstractmethod
     def create(self, spec: MachineSpec, workdir: Path, boot_timeout: float) -> Instance:
         """Boot a guest; raise BootError (with the console) when it never becomes usable."""
