@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import re
 import secrets
 import signal
 import sys
@@ -14,6 +15,11 @@ from . import doctor
 from .catalog import Catalog
 from .errors import FarmError, InputError
 from .paths import data_root
+
+
+def one_line(text: str) -> str:
+    """Control characters from a data file (a key with a newline in it) must not split the error line."""
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def _catalog() -> Catalog:
@@ -103,6 +109,17 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if ok else 3
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate every data file (and a job) without running anything."""
+    catalog = _catalog()
+    jobs = [args.job] if args.job else [str(p) for p in catalog.jobs.values()]
+    for job in jobs:
+        catalog.job(job)
+    print(f"ok: {len(catalog.cpus)} CPU models, {len(catalog.kernels)} kernels, {len(catalog.tests)} tests, "
+          f"{len(jobs)} job(s)")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import html
     from .results import run as runfile
@@ -155,6 +172,10 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("doctor", help="report what this host can do")
     d.set_defaults(func=cmd_doctor)
 
+    chk = sub.add_parser("check", help="validate the data files (and a job) without running anything")
+    chk.add_argument("--job", help="job name or file (default: every job in jobs/)")
+    chk.set_defaults(func=cmd_check)
+
     rep = sub.add_parser("report", help="render the reports of a run again from its run.json")
     rep.add_argument("run_dir")
     rep.set_defaults(func=cmd_report)
@@ -173,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except FarmError as e:
-        print(f"farm: {e}", file=sys.stderr)
+        print(f"farm: {one_line(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("farm: interrupted", file=sys.stderr)

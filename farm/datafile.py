@@ -56,7 +56,10 @@ def load(path: Path, display: Path | None = None) -> Doc:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"{shown}: cannot read: {e}") from None
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.YAMLError as e:  # the reader rejects control characters before parsing starts
+        raise InputError(f"{shown}: YAML error: {e}") from None
     loader.farm_path = shown  # type: ignore[attr-defined]
     try:
         data = loader.get_single_data()
@@ -99,6 +102,8 @@ class Fields:
             if required:
                 raise InputError(f"{self.doc.where()}: {self.what}: missing required field '{key}'")
             return None
+        if self.doc[key] is None and required:
+            raise InputError(f"{self.doc.where(key)}: field '{key}': is empty but required")
         return self.doc[key]
 
     def _fail(self, key: str, want: str, value: Any) -> InputError:
