@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import doctor
 from .catalog import Catalog
-from .errors import FarmError, InputError
+from .errors import FarmError, InfraError, InputError
 from .paths import data_root
 
 
@@ -35,7 +35,6 @@ def _interrupt_on_sigterm() -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .progress import make as make_progress
-    from .report import html
     from .results import run as runfile
     from .scheduler import Scheduler, default_parallel
     from .vm import accel
@@ -65,19 +64,29 @@ def cmd_run(args: argparse.Namespace) -> int:
         progress.note(f"warning: using TCG, not KVM: {acc.reason}")
     parallel = args.jobs or default_parallel()
     sched = Scheduler(catalog, job, kernels, cpus, tests, out, acc, parallel, progress, sys.argv, existing)
+    from .merge import apply_shard  # --shard I/N: this runner's slice of the cells
+    apply_shard(sched, args.shard, existing)
+    if args.hosts:  # remote farm hosts beside the local pool, in the same scheduler
+        from .vm.remote import add_hosts
+        add_hosts(sched, Path(args.hosts), args.accel)
     _interrupt_on_sigterm()
     try:
         record = sched.run()
     except KeyboardInterrupt:
         record = sched.run_record
-        html.write(record, out)
+        _write_reports(record, out)
         print(f"interrupted; finished cells and a report are in {out}", file=sys.stderr)
         print(out)
         return 130
-    html.write(record, out)
+    try:
+        _write_reports(record, out)
+    except OSError as e:
+        raise InfraError(f"cannot write the reports in {out}: {e.strerror}") from None
     counts = record.counts()
     print(" ".join(f"{s}={n}" for s, n in counts.items() if n), file=sys.stderr)
     print(out)
+    if sched.writer.error:  # the run went on, but its record on disk is not complete
+        raise InfraError(f"{sched.writer.error}; results in {out} are incomplete")
     return record.exit_code()
 
 
@@ -102,8 +111,18 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    from . import merge
+
+    return merge.main(Path(args.out), [Path(d) for d in args.run_dirs], Path(args.history) if args.history else None)
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     ok, lines = doctor.check(data_root())
+    if args.hosts:
+        from .vm.remote import check_hosts
+        hosts_ok, host_lines = check_hosts(Path(args.hosts))
+        ok, lines = ok and hosts_ok, [*lines, *host_lines]
     for line in lines:
         print(line)
     return 0 if ok else 3
@@ -120,14 +139,63 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- reports, A/B and history (report helper) ---------------------------------------------------
+
+
+def _write_reports(record, out: Path, strict: bool = False) -> list[Path]:
+    """Every report of a run, recorded in the history DB next to the runs (out.parent/history.sqlite).
+    A damaged DB only warns (the reports are written without history), unless strict."""
+    from .report import write_all
+
+    def warn(msg: str) -> None:
+        print(f"farm: warning: history not updated: {msg}", file=sys.stderr)
+
+    return write_all(record, out, history=out.resolve().parent / "history.sqlite",
+                     on_history_error=None if strict else warn)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import html
     from .results import run as runfile
 
     run_dir = Path(args.run_dir)
     record = runfile.load(run_dir)
-    print(html.write(record, run_dir))
+    for path in _write_reports(record, run_dir):
+        print(path)
     return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .report import abtest
+    from .results import run as runfile
+
+    comp = abtest.between_runs(runfile.load(Path(args.run_a)), runfile.load(Path(args.run_b)))
+    for line in abtest.table(comp, with_kernel=True, width=200, unchanged=args.all):
+        print(line)
+    return 1 if comp.blocking else 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from .results.history import LETTER, History
+
+    db = Path(args.db) if args.db else data_root() / "results" / "history.sqlite"
+    with History(db, create=False) as h:
+        points = h.line(args.test, args.cpu, args.kernel, args.case)
+    if not points:
+        raise InputError(f"{db}: no results for test {args.test!r}"
+                         + "".join(f" {k} {v!r}" for k, v in (("cpu", args.cpu), ("kernel", args.kernel),
+                                                                ("case", args.case)) if v))
+    series: dict[tuple[str, str], list] = {}
+    for p in points:
+        series.setdefault((p.kernel, p.cpu), []).append(p)
+    for (kernel, cpu), pts in series.items():
+        name = f"{args.test}.{args.case}" if args.case else args.test
+        print(f"{kernel} {cpu} {name}: {''.join(LETTER.get(p.status, '?') for p in pts)}  (oldest first)")
+        for p in pts:
+            print(f"  {p.started:25} {p.run_id:40} {p.status}")
+    return 0
+
+
+# --- end of report helper additions ----------------------------------------------------------------
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -163,6 +231,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("-j", "--jobs", type=int, help="cells in parallel (default: free cores)")
     r.add_argument("--out", help="run directory (default: results/<run-id>)")
     r.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run")
+    r.add_argument("--hosts", metavar="FILE", help="Ansible inventory of farm hosts to spread cells over")
+    r.add_argument("--shard", metavar="I/N", help="run only shard I of N of the cells (merge with `farm merge`)")
     r.set_defaults(func=cmd_run)
 
     ls = sub.add_parser("list", help="list what the data files define")
@@ -170,7 +240,14 @@ def parser() -> argparse.ArgumentParser:
     ls.set_defaults(func=cmd_list)
 
     d = sub.add_parser("doctor", help="report what this host can do")
+    d.add_argument("--hosts", metavar="FILE", help="also check every farm host of this Ansible inventory")
     d.set_defaults(func=cmd_doctor)
+
+    mg = sub.add_parser("merge", help="join shard run directories into one run and render its reports")
+    mg.add_argument("out", help="the merged run directory (new or empty)")
+    mg.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    mg.add_argument("--history", metavar="DB", help="record the merged run in this history database")
+    mg.set_defaults(func=cmd_merge)
 
     chk = sub.add_parser("check", help="validate the data files (and a job) without running anything")
     chk.add_argument("--job", help="job name or file (default: every job in jobs/)")
@@ -179,6 +256,21 @@ def parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="render the reports of a run again from its run.json")
     rep.add_argument("run_dir")
     rep.set_defaults(func=cmd_report)
+
+    # report helper: A/B between runs and the history line
+    cmp = sub.add_parser("compare", help="A/B: the same kernel/cpu/test/case in run A vs run B, regressions first")
+    cmp.add_argument("run_a", metavar="RUN_A")
+    cmp.add_argument("run_b", metavar="RUN_B")
+    cmp.add_argument("--all", action="store_true", help="list unchanged results too")
+    cmp.set_defaults(func=cmd_compare)
+
+    hist = sub.add_parser("history", help="a test's results over time, from the history database")
+    hist.add_argument("--test", required=True)
+    hist.add_argument("--cpu")
+    hist.add_argument("--kernel")
+    hist.add_argument("--case", help="a KTAP case of the test (default: the whole test)")
+    hist.add_argument("--db", help="history database (default: results/history.sqlite)")
+    hist.set_defaults(func=cmd_history)
 
     b = sub.add_parser("build", help="build a kernel and print its image path")
     b.add_argument("--kernel", required=True)

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .. import paths
 from ..catalog import Kernel
 from . import cache, config, patches, source, warnings
 from .cache import digest_json, sha256_file
@@ -64,7 +63,7 @@ def make_target(image: str) -> str:
 
 
 def ccache_env() -> dict[str, str]:
-    root = paths.cache_root().resolve()
+    root = cache.root()
     return {"CCACHE_DIR": str(root / "ccache"), "CCACHE_BASEDIR": str(root)}
 
 
@@ -93,6 +92,48 @@ def _work_id(res: source.Resolved, kernel: Kernel) -> str:
     return digest_json(ident)[:20]
 
 
+def _kconfig_inputs(tree: Path, touched: list[str]) -> list[list]:
+    """The patched files that can change the outcome of configuring (Kconfig files, config fragments):
+    the .config is regenerated only when these change, so editing a .c file in a patch stays incremental."""
+    out = []
+    for rel in touched:
+        name = os.path.basename(rel)
+        if name.startswith("Kconfig") or "/configs/" in f"/{rel}" or name.endswith(".config") or "kconfig" in rel:
+            p = tree / rel
+            out.append([rel, sha256_file(p) if p.is_file() else None])
+    return out
+
+
+def _recipe(res, pristine, tree, build_dir, series, kernel, make_vars, make_argv, make_env) -> list[dict]:
+    """Every command that makes this kernel from nothing, in order (what ran this time is only part of it
+    when the build was incremental): unpack, work tree, patches, config, make."""
+    out: list[dict] = []
+
+    def add(argv: list[str], cwd: Path, env: dict | None = None) -> None:
+        out.append({"cwd": str(cwd), "env": dict(env or {}), "argv": [str(a) for a in argv]})
+
+    kind = res.source.kind
+    if kind == "debian":
+        add(["mkdir", "-p", pristine], pristine.parent)
+        add(["tar", "-xf", res.path, "-C", pristine, "--strip-components=1"], pristine.parent)
+        add(["cp", "-al", pristine, tree], tree.parent)
+    elif kind == "git":
+        add(["git", "worktree", "add", "--detach", "--force", tree, res.commit], res.path)
+    elif tree != pristine:
+        add(["rsync", "-a", "--delete", "--exclude=/.git", f"{pristine}/", f"{tree}/"], tree.parent)
+    for p in series:
+        if kind == "git":
+            add(["git", "am", "-q", f"-p{p.strip}", p.path], tree, patches.GIT_AM_ENV)
+        else:
+            env = {"GIT_CEILING_DIRECTORIES": str(tree.parent)}
+            add(["git", "apply", f"-p{p.strip}", "--whitespace=nowarn", p.path], tree, env)
+    add(["mkdir", "-p", build_dir], tree)
+    for argv in config.commands(tree, build_dir, kernel.config, make_vars):
+        add(argv, tree, {"ARCH": config.ARCH})
+    add(make_argv, tree, make_env)
+    return out
+
+
 def build_kernel(kernel: Kernel, log: Callable[[str], None] = print, jobs: int | None = None) -> BuiltKernel:
     """Build kernel (or find it in the cache). Raises BuildError when it cannot be built."""
     if kernel.source is None:
@@ -114,7 +155,7 @@ def build_kernel(kernel: Kernel, log: Callable[[str], None] = print, jobs: int |
         hit = _cached(kernel, key, image_name, log)  # built by someone else while we waited
         if hit:
             return hit
-        work = paths.cache_root() / "work" / _work_id(res, kernel)
+        work = cache.root() / "work" / _work_id(res, kernel)
         work.mkdir(parents=True, exist_ok=True)
         with cache.locked(work / "lock"):
             return _build(kernel, res, series, cfg_inputs, compiler, key, inputs, work, log, jobs, t0)
@@ -154,8 +195,15 @@ def _build(kernel, res, series, cfg_inputs, compiler, key, inputs, work, log, jo
         if tree != pristine:
             try:
                 touched = patches.sync(
-                    tree, pristine, res.source.kind, res.digest, series, work / "patches-state.json",
-                    runner, log, git_base=res.commit,
+                    tree,
+                    pristine,
+                    res.source.kind,
+                    res.digest,
+                    series,
+                    work / "patches-state.json",
+                    runner,
+                    log,
+                    git_base=res.commit,
                 )
             except BuildError as e:
                 e.log_path = log_path
@@ -168,15 +216,17 @@ def _build(kernel, res, series, cfg_inputs, compiler, key, inputs, work, log, jo
         fresh = not (build_dir / "Makefile").is_file()
         build_dir.mkdir(parents=True, exist_ok=True)
         stamp = work / "config.stamp"
-        config_key = digest_json([res.digest, [p.sha256 for p in series], cfg_inputs])
+        config_key = digest_json([res.digest, cfg_inputs, _kconfig_inputs(tree, touched)])
         make_vars = ["ARCH=" + config.ARCH, "CC=" + CC]
         if stamp.is_file() and stamp.read_text() == config_key and (build_dir / ".config").is_file():
             final = config.parse_config((build_dir / ".config").read_text())
             unmet = config.unmet(config.requested(kernel.config.fragments), final)
             runner.note("# .config is up to date")
         else:
-            log(f"{kernel.name}: configuring {kernel.config.base} + "
-                + ", ".join(f.name for f in kernel.config.fragments))
+            log(
+                f"{kernel.name}: configuring {kernel.config.base} + "
+                + ", ".join(f.name for f in kernel.config.fragments)
+            )
             stamp.unlink(missing_ok=True)
             try:
                 unmet = config.configure(tree, build_dir, kernel.config, runner, make_vars)
@@ -196,8 +246,14 @@ def _build(kernel, res, series, cfg_inputs, compiler, key, inputs, work, log, jo
         stats_log.unlink(missing_ok=True)
         env = {**BUILD_ENV, **ccache_env(), "CCACHE_STATSLOG": str(stats_log)}
         argv = [
-            "make", "-C", str(tree), f"O={build_dir}", *make_vars, f"-j{jobs or jobs_default()}",
-            "--output-sync=target", make_target(kernel.image),
+            "make",
+            "-C",
+            str(tree),
+            f"O={build_dir}",
+            *make_vars,
+            f"-j{jobs or jobs_default()}",
+            "--output-sync=target",
+            make_target(kernel.image),
         ]
         log(f"{kernel.name}: make {make_target(kernel.image)} in {build_dir}")
         rc, out = runner.run(argv, cwd=tree, env=env)
@@ -224,7 +280,7 @@ def _build(kernel, res, series, cfg_inputs, compiler, key, inputs, work, log, jo
                     log(f"{kernel.name}: {len(new)} new warning(s) against the unpatched build")
             else:
                 new = []
-        release = (build_dir / "include/config/kernel.release")
+        release = build_dir / "include/config/kernel.release"
         metadata = {
             "kernel": kernel.name,
             "key": key,
@@ -249,7 +305,8 @@ def _build(kernel, res, series, cfg_inputs, compiler, key, inputs, work, log, jo
             "options_not_set": [u["option"] for u in unmet],
             "compiler": compiler.splitlines()[0],
             "ccache": ccache_stats(stats_log),
-            "commands": runner.commands,
+            "commands": _recipe(res, pristine, tree, build_dir, series, kernel, make_vars, argv, env),
+            "commands_run": runner.commands,
             "durations": durations,
             "warnings": found,
             "errors": [d for d in diags if d["kind"] == "error"],
@@ -268,7 +325,9 @@ def _build(kernel, res, series, cfg_inputs, compiler, key, inputs, work, log, jo
     t = time.monotonic()
     folder = cache.store(key, image, metadata["image"], metadata, log_path, {"config": build_dir / ".config"})
     durations["store"] = round(time.monotonic() - t, 3)
-    log(f"{kernel.name}: built {key[:12]} in {durations['total']:.1f} s "
+    log(
+        f"{kernel.name}: built {key[:12]} in {durations['total']:.1f} s "
         f"(make {durations['make']:.1f} s, ccache {metadata['ccache']['hits']} hits "
-        f"{metadata['ccache']['misses']} misses)")
+        f"{metadata['ccache']['misses']} misses)"
+    )
     return BuiltKernel(folder / metadata["image"], key, metadata, False, folder / "build.log")

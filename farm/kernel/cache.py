@@ -70,8 +70,13 @@ def kernel_key(
     return digest_json(inputs), inputs
 
 
+def root() -> Path:
+    """paths.cache_root(), absolute (make runs with -C and O=, so relative paths would break)."""
+    return paths.cache_root().resolve()
+
+
 def kernels_root() -> Path:
-    return paths.cache_root() / "kernels"
+    return root() / "kernels"
 
 
 def entry_dir(key: str) -> Path:

@@ -71,27 +71,28 @@ def recipe_inputs(recipe: ConfigRecipe) -> dict:
     return {"base": recipe.base, "fragments": [[f.name, sha256_file(f)] for f in recipe.fragments]}
 
 
-def configure(
-    tree: Path, build_dir: Path, recipe: ConfigRecipe, runner: Runner, make_vars: list[str]
-) -> list[dict]:
+def commands(tree: Path, build_dir: Path, recipe: ConfigRecipe, make_vars: list[str]) -> list[list[str]]:
+    """The argv lists (run in the source tree with ARCH set) that write build_dir/.config from the recipe."""
+    frags = [str(f.resolve()) for f in recipe.fragments]
+    merge = str(tree / "scripts/kconfig/merge_config.sh")
+    if recipe.base in BASE_FRAGMENTS:
+        base = [str(tree / f) for f in BASE_FRAGMENTS[recipe.base]]
+        return [["sh", merge, "-n", "-O", str(build_dir), *base, *frags]]
+    make = ["make", "-C", str(tree), f"O={build_dir}", *make_vars]
+    steps = [make + [recipe.base]]
+    if frags:
+        steps.append(["sh", merge, "-m", "-O", str(build_dir), str(build_dir / ".config"), *frags])
+        steps.append(make + ["olddefconfig"])
+    return steps
+
+
+def configure(tree: Path, build_dir: Path, recipe: ConfigRecipe, runner: Runner, make_vars: list[str]) -> list[dict]:
     """Write build_dir/.config from the recipe; return the requested options that did not stick."""
     for frag in recipe.fragments:
         if not frag.is_file():
             raise BuildError(f"config fragment {frag} does not exist")
-    frags = [str(f.resolve()) for f in recipe.fragments]
-    merge = str(tree / "scripts/kconfig/merge_config.sh")
-    env = {"ARCH": ARCH}
-    if recipe.base in BASE_FRAGMENTS:
-        base = [str(tree / f) for f in BASE_FRAGMENTS[recipe.base]]
-        steps = [["sh", merge, "-n", "-O", str(build_dir), *base, *frags]]
-    else:
-        make = ["make", "-C", str(tree), f"O={build_dir}", *make_vars]
-        steps = [make + [recipe.base]]
-        if frags:
-            steps.append(["sh", merge, "-m", "-O", str(build_dir), str(build_dir / ".config"), *frags])
-            steps.append(make + ["olddefconfig"])
-    for argv in steps:
-        rc, out = runner.run(argv, cwd=tree, env=env)
+    for argv in commands(tree, build_dir, recipe, make_vars):
+        rc, out = runner.run(argv, cwd=tree, env={"ARCH": ARCH})
         if rc != 0:
             raise BuildError(
                 f"configuring ({recipe.base} + {', '.join(f.name for f in recipe.fragments)}) failed",

@@ -184,6 +184,8 @@ def explain_failure(patch: Patch, output: list[str]) -> tuple[str, list[str]]:
     return f"patch {patch.path} does not apply", errors or output[-10:]
 
 
+GIT_AM_ENV = {"GIT_COMMITTER_NAME": "farm", "GIT_COMMITTER_EMAIL": "farm@localhost", "GIT_COMMITTER_DATE": "@0 +0000"}
+
 # --- applying --------------------------------------------------------------------------------------
 
 
@@ -273,11 +275,7 @@ def _sync_git(tree, base, patches, touched_by, want, state_path, runner, log) ->
         rc, out = runner.run(argv, cwd=tree)
         if rc != 0:
             raise BuildError(f"cannot reset the worktree {tree} to {base}", out[-10:])
-    env = {
-        "GIT_COMMITTER_NAME": "farm",
-        "GIT_COMMITTER_EMAIL": "farm@localhost",
-        "GIT_COMMITTER_DATE": "@0 +0000",
-    }
+    env = GIT_AM_ENV
     for patch in patches:
         log(f"applying {patch.path.name}")
         rc, out = runner.run(["git", "am", "-q", f"-p{patch.strip}", str(patch.path)], cwd=tree, env=env)

@@ -2,7 +2,7 @@
 
 Three kinds (farm.catalog.Source):
   debian  a linux-source-X package's tarball (`debian: linux-source-6.1` is /usr/src/linux-source-6.1.tar.xz,
-          an absolute path names any tarball), unpacked once into paths.cache_root()/src/<digest>/
+          an absolute path names any tarball), unpacked once into cache.root()/src/<digest>/
   git     a git repository; its HEAD commit is built, uncommitted changes are not
   dir     an unpacked tree used as it is
 
@@ -26,6 +26,7 @@ from pathlib import Path
 
 from .. import paths
 from ..catalog import Source
+from . import cache
 from .cache import digest_json, locked, sha256_file
 from .errors import BuildError
 from .run import Runner
@@ -83,7 +84,7 @@ def tarball_digest(tarball: Path) -> str:
     """sha256 of the tarball, remembered by (path, size, mtime, inode) so it is hashed only once."""
     st = tarball.stat()
     stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
-    memo_path = paths.cache_root() / "src" / "digests.json"
+    memo_path = cache.root() / "src" / "digests.json"
     try:
         memo = json.loads(memo_path.read_text())
     except (OSError, ValueError):
@@ -120,7 +121,7 @@ def pristine_tree(res: Resolved, runner: Runner, log) -> Path:
     if res.source.kind != "debian":
         return res.path
     short = res.digest.split(":", 1)[1][:20]
-    root = paths.cache_root() / "src"
+    root = cache.root() / "src"
     dest = root / short
     if (dest / "Makefile").is_file() and (root / f"{short}.complete").is_file():
         return dest
@@ -178,9 +179,7 @@ def work_tree(res: Resolved, pristine: Path, work: Path, patched: bool, runner: 
         return tree
     if kind == "dir":
         tree.mkdir(parents=True, exist_ok=True)
-        rc, lines = runner.run(
-            ["rsync", "-a", "--delete", "--exclude=/.git", f"{pristine}/", f"{tree}/"], cwd=work
-        )
+        rc, lines = runner.run(["rsync", "-a", "--delete", "--exclude=/.git", f"{pristine}/", f"{tree}/"], cwd=work)
         if rc != 0:
             raise BuildError(f"cannot copy {pristine} to the work tree {tree}", lines[-10:])
         return tree

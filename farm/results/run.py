@@ -88,13 +88,24 @@ class RunWriter:
         self.run = run
         self.path = path
         self.lock = threading.Lock()
+        self.error = ""  # the last write's failure, if the last write failed
 
     def save(self) -> None:
+        """Replace run.json whole. A failed write (disk full) keeps the last good file and is remembered,
+        so the run carries on and ends as an infrastructure error instead of dying with a traceback."""
         with self.lock:
             data = json.dumps(self.run.to_dict(), indent=1, sort_keys=False)
             tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            tmp.write_text(data)
-            os.replace(tmp, self.path)
+            try:
+                tmp.write_text(data)
+                os.replace(tmp, self.path)
+                self.error = ""
+            except OSError as e:
+                self.error = f"cannot write {self.path}: {e.strerror}"
+                try:
+                    tmp.unlink(missing_ok=True)
+                except OSError:
+                    pass
 
 
 def load(path: Path) -> Run:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -22,7 +23,8 @@ FATAL_KINDS = {"panic"}
 # qemu-system-x86_64: warning: TCG doesn't support requested feature: CPUID.07H:EBX.avx512f [bit 16]
 _FEATURE_RE = re.compile(r"doesn't support requested feature: (?P<reg>\S+?)\.(?P<name>[\w.-]+) \[bit (?P<bit>\d+)\]")
 
-MAX_CONSOLE_BYTES = 16 << 20  # a guest flooding the console cannot fill the disk or memory
+# A guest flooding its console cannot fill the disk or memory: console.log keeps this much (FARM_CONSOLE_LIMIT).
+MAX_CONSOLE_BYTES = int(os.environ.get("FARM_CONSOLE_LIMIT", 16 << 20))
 
 
 def _strip_timestamp(line: str) -> str:
@@ -97,27 +99,42 @@ class ConsoleWatcher:
         self.changed = threading.Condition()
         self.closed = False
         self.truncated = False
+        self.write_error = ""  # why console.log is incomplete (e.g. no space left), if it is
         self._stream = stream
         self._thread = threading.Thread(target=self._pump, name=f"console:{log_path}", daemon=True)
         self._thread.start()
 
     def _pump(self) -> None:
+        """Drain the stream until QEMU closes it. Writing may fail (a full disk); draining must not stop,
+        or QEMU blocks on a full pipe and the guest hangs."""
         written = 0
-        with open(self.log_path, "wb") as log:
-            while True:
-                chunk = self._stream.read1(65536) if hasattr(self._stream, "read1") else self._stream.read(4096)
-                if not chunk:
-                    break
-                if written < MAX_CONSOLE_BYTES:
+        try:
+            log = open(self.log_path, "wb")
+        except OSError as e:
+            log, self.write_error = None, str(e)
+        while True:
+            chunk = self._stream.read1(65536) if hasattr(self._stream, "read1") else self._stream.read(4096)
+            if not chunk:
+                break
+            if log and written < MAX_CONSOLE_BYTES:
+                try:
                     log.write(chunk[: MAX_CONSOLE_BYTES - written])
-                    log.flush()
                     written += len(chunk)
                     if written >= MAX_CONSOLE_BYTES:
                         log.write(b"\n[farm: console output truncated here]\n")
                         self.truncated = True
-                with self.changed:
-                    self.state.feed(chunk.decode("utf-8", "replace"))
-                    self.changed.notify_all()
+                    log.flush()
+                except OSError as e:
+                    self.write_error = str(e)
+                    written = MAX_CONSOLE_BYTES  # stop writing, keep draining
+            with self.changed:
+                self.state.feed(chunk.decode("utf-8", "replace"))
+                self.changed.notify_all()
+        if log:
+            try:
+                log.close()
+            except OSError as e:
+                self.write_error = str(e)
         with self.changed:
             self.state.feed("\n")
             self.closed = True

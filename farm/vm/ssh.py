@@ -41,7 +41,8 @@ def banner_ready(host: str, port: int, timeout: float = 1.0) -> bool:
 
 
 class GuestSSH:
-    def __init__(self, host: str, port: int, host_key: str, pkey: paramiko.PKey, timeout: float = 10.0):
+    def __init__(self, host: str, port: int, host_key: str, pkey: paramiko.PKey, timeout: float = 10.0,
+                 sock=None):
         self.client = paramiko.SSHClient()
         key = parse_host_key(host_key)
         name = host if port == 22 else f"[{host}]:{port}"
@@ -50,7 +51,7 @@ class GuestSSH:
         try:
             self.client.connect(
                 host, port, username="root", pkey=pkey, allow_agent=False, look_for_keys=False,
-                timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
+                timeout=timeout, banner_timeout=timeout, auth_timeout=timeout, sock=sock,
             )
         except paramiko.BadHostKeyException as e:
             self.client.close()
@@ -101,6 +102,8 @@ class GuestSSH:
         status = None
         if not timed_out and not lost:
             status = chan.recv_exit_status()
+            if status == -1:  # paramiko's "never received": the connection died, the command did not end
+                status, lost = None, "SSH connection dropped before the command ended"
         chan.close()
         return RunResult(
             argv=argv,

@@ -1,0 +1,255 @@
+"""The history database: every cell (and KTAP case) of every run, in SQLite, next to the runs.
+
+    with History(results_dir / "history.sqlite") as h:
+        h.record(run)                                  # idempotent per run_id (a re-render replaces it)
+        h.line("xcr0", "Skylake-Server")               # the result over time, oldest first
+        h.changes(run)                                 # new failures / fixed / flaky vs the job's previous run
+
+A file that is not a farm history database is an InputError naming it, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ..errors import InputError
+from .run import FAILING, Run
+
+SCHEMA_VERSION = 1
+FLAKY_WINDOW = 10  # runs of the same job looked at for flip-flopping results
+WHOLE = ""  # the case name of a cell's own row
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id   TEXT PRIMARY KEY,
+    job      TEXT NOT NULL,
+    started  TEXT NOT NULL,
+    finished TEXT,
+    recorded TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS results (
+    run_id  TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    kernel  TEXT NOT NULL,
+    cpu     TEXT NOT NULL,
+    test    TEXT NOT NULL,
+    name    TEXT NOT NULL,   -- the KTAP case name; '' for the whole test
+    status  TEXT NOT NULL,
+    reason  TEXT NOT NULL,
+    PRIMARY KEY (run_id, kernel, cpu, test, name)
+);
+CREATE INDEX IF NOT EXISTS results_by_item ON results (test, cpu, kernel, name);
+CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job, started);
+"""
+
+
+@dataclass(frozen=True)
+class Point:
+    run_id: str
+    started: str
+    kernel: str
+    cpu: str
+    test: str
+    case: str  # '' for the whole test
+    status: str
+
+
+@dataclass
+class Change:
+    kernel: str
+    cpu: str
+    test: str
+    case: str
+    before: str | None
+    now: str
+    line: str = ""  # the recent results, oldest first, one letter each (P F S C T E)
+
+    @property
+    def name(self) -> str:
+        return f"{self.test}.{self.case}" if self.case else self.test
+
+    @property
+    def where(self) -> str:
+        return f"{self.kernel}/{self.cpu}/{self.name}"
+
+
+@dataclass
+class Changes:
+    previous: str | None  # the run compared against: the job's last run before this one
+    new_failures: list[Change] = field(default_factory=list)
+    fixed: list[Change] = field(default_factory=list)
+    flaky: list[Change] = field(default_factory=list)
+
+    def mark(self, kernel: str, cpu: str, test: str, case: str = WHOLE) -> str:
+        """'new failure', 'fixed', 'flaky' or '' for one item (used to mark the report's grid)."""
+        return self._marks().get((kernel, cpu, test, case), "")
+
+    def _marks(self) -> dict:
+        if not hasattr(self, "_m"):
+            m = {}
+            for label, items in (("fixed", self.fixed), ("new failure", self.new_failures), ("flaky", self.flaky)):
+                for c in items:
+                    m[(c.kernel, c.cpu, c.test, c.case)] = label
+                    m.setdefault((c.kernel, c.cpu, c.test, WHOLE), label)
+            self._m = m
+        return self._m
+
+
+LETTER = {"PASS": "P", "FAIL": "F", "SKIP": "S", "CRASH": "C", "TIMEOUT": "T", "ERROR": "E", "PENDING": "-"}
+
+
+def _items(run: Run):
+    for c in run.cells:
+        if not c.done:
+            continue
+        yield (run.run_id, c.kernel, c.cpu, c.test, WHOLE, c.status, c.reason or "")
+        seen = set()
+        for k in c.cases:
+            name = str(k.get("name", "")) or f"case{k.get('number', '')}"
+            if name in seen or name == WHOLE:
+                continue
+            seen.add(name)
+            yield (run.run_id, c.kernel, c.cpu, c.test, name, str(k.get("status", "")), str(k.get("reason", "")))
+
+
+class History:
+    def __init__(self, path: Path, create: bool = True):
+        self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise InputError(f"{self.path}: no history database (it is written by `farm run` and `farm report`)")
+        try:
+            self.db = sqlite3.connect(str(self.path), timeout=30)
+        except sqlite3.Error as e:
+            raise InputError(f"{self.path}: cannot open the history database: {e}") from None
+        with self._guard():
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if version == 0 and not tables:
+                self.db.executescript(_SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
+            elif version != SCHEMA_VERSION or not {"runs", "results"} <= tables:
+                raise InputError(f"{self.path}: not a farm history database (schema {version}, tables "
+                                 f"{', '.join(sorted(tables)) or 'none'})")
+            self.db.execute("PRAGMA foreign_keys = ON")
+
+    # --- plumbing ------------------------------------------------------------------------------
+
+    def _guard(self):
+        path = self.path
+
+        class Guard:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, kind, exc, tb):
+                if exc is not None and isinstance(exc, sqlite3.Error):
+                    raise InputError(f"{path}: damaged or unreadable history database: {exc}") from None
+                return False
+
+        return Guard()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> History:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def record(self, run: Run) -> int:
+        """Store every finished cell and case of a run; recording a run again replaces it. Returns rows stored."""
+        rows = list(_items(run))
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        with self._guard(), self.db:
+            self.db.execute("DELETE FROM results WHERE run_id = ?", (run.run_id,))
+            self.db.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?)",
+                            (run.run_id, run.job or run.job_file, run.started or "", run.finished, now))
+            self.db.executemany("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        return len(rows)
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def runs(self, job: str | None = None) -> list[tuple[str, str, str]]:
+        """(run_id, job, started) oldest first."""
+        q = "SELECT run_id, job, started FROM runs"
+        args: tuple = ()
+        if job is not None:
+            q, args = q + " WHERE job = ?", (job,)
+        with self._guard():
+            return self.db.execute(q + " ORDER BY started, run_id", args).fetchall()
+
+    def line(self, test: str, cpu: str | None = None, kernel: str | None = None,
+             case: str | None = None) -> list[Point]:
+        """The results of a test (a case of it with `case`, else the whole test) over time, oldest first."""
+        q = ("SELECT r.run_id, runs.started, r.kernel, r.cpu, r.test, r.name, r.status FROM results r "
+             "JOIN runs USING (run_id) WHERE r.test = ? AND r.name = ?")
+        args: list = [test, case or WHOLE]
+        if cpu is not None:
+            q += " AND r.cpu = ?"
+            args.append(cpu)
+        if kernel is not None:
+            q += " AND r.kernel = ?"
+            args.append(kernel)
+        q += " ORDER BY runs.started, r.run_id, r.kernel, r.cpu"
+        with self._guard():
+            return [Point(*row) for row in self.db.execute(q, args)]
+
+    def previous(self, run: Run) -> str | None:
+        """The run of the same job recorded just before this one."""
+        job = run.job or run.job_file
+        with self._guard():
+            row = self.db.execute(
+                "SELECT run_id FROM runs WHERE job = ? AND run_id != ? AND (started < ? OR (started = ? AND "
+                "run_id < ?)) ORDER BY started DESC, run_id DESC LIMIT 1",
+                (job, run.run_id, run.started or "", run.started or "", run.run_id)).fetchone()
+        return row[0] if row else None
+
+    def changes(self, run: Run, window: int = FLAKY_WINDOW) -> Changes:
+        """New failures and fixes against the job's previous run, and items flip-flopping over recent runs.
+
+        Flaky: over the last `window` runs of the job (this one included) the item went back and forth between
+        passing and failing, with a one-run blip (PASS FAIL PASS, FAIL PASS FAIL) or three flips or more, and
+        it fails now or failed in the previous run. A flaky item is listed as flaky, not as a new failure or a
+        fix. A clean break then a fix (PASS PASS FAIL FAIL PASS) is a fix."""
+        job = run.job or run.job_file
+        prev = self.previous(run)
+        out = Changes(prev)
+        if prev is None:
+            return out
+        with self._guard():
+            recent = [r[0] for r in self.db.execute(
+                "SELECT run_id FROM runs WHERE job = ? AND (started < ? OR (started = ? AND run_id <= ?)) "
+                "ORDER BY started DESC, run_id DESC LIMIT ?",
+                (job, run.started or "", run.started or "", run.run_id, window))][::-1]
+            if run.run_id not in recent:
+                recent.append(run.run_id)
+            marks = ",".join("?" * len(recent))
+            series: dict[tuple, list[str]] = {}
+            for rid, kernel, cpu, test, name, status in self.db.execute(
+                    f"SELECT run_id, kernel, cpu, test, name, status FROM results WHERE run_id IN ({marks})",
+                    recent):
+                series.setdefault((kernel, cpu, test, name), [None] * len(recent))[recent.index(rid)] = status
+        cur_i, prev_i = recent.index(run.run_id), recent.index(prev)
+        for key, statuses in sorted(series.items()):
+            now, before = statuses[cur_i], statuses[prev_i]
+            if now is None:
+                continue
+            seen = [s == "PASS" for s in statuses if s in ("PASS", *FAILING)]  # True: passed, False: failed
+            flips = sum(1 for x, y in zip(seen, seen[1:], strict=False) if x != y)
+            blip = any(seen[i - 1] == seen[i + 1] != seen[i] for i in range(1, len(seen) - 1))
+            change = Change(*key, before, now, "".join(LETTER.get(s, "?") if s else "." for s in statuses))
+            if (flips >= 3 or blip) and (now in FAILING or before in FAILING):
+                out.flaky.append(change)
+            elif now in FAILING and before == "PASS":
+                out.new_failures.append(change)
+            elif now == "PASS" and before in FAILING:
+                out.fixed.append(change)
+        return out
+
+
+def open_history(path: Path | None) -> History | None:
+    return History(path) if path is not None else None

@@ -1,0 +1,417 @@
+"""Fault injection into real runs (real QEMU, real SSH): each scenario runs `farm run` as a user would,
+injects one fault, and measures what happened. Shared by tests/test_faults.py (asserts every row) and
+bench/faults.py (prints the table)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+FAULTS = Path(__file__).resolve().parent / "faults"
+
+HEALTHY = "cpuinfo"
+CONSOLE_LIMIT = 1 << 20  # FARM_CONSOLE_LIMIT for these runs, so a flood needs only a few MiB
+
+
+@dataclass
+class Row:
+    fault: str
+    expected: str
+    got: str = ""
+    seconds_to_verdict: float = 0.0
+    leftover: int = 0  # QEMU processes of that farm run still alive after it exited
+    lost: list[str] = field(default_factory=list)  # finished results missing from disk
+    others_ok: bool = True  # the healthy cell next to the faulty one passed
+    notes: str = ""
+    ok: bool = False
+
+    def line(self) -> str:
+        return (f"{self.fault:34} {self.expected:22} {self.got:22} {self.seconds_to_verdict:7.1f} "
+                f"{self.leftover:5} {len(self.lost):5} {'yes' if self.ok else 'NO'}")
+
+
+HEADER = f"{'fault':34} {'expected':22} {'got':22} {'s':>7} {'procs':>5} {'lost':>5} ok"
+
+
+def make_root(tmp: Path) -> Path:
+    root = tmp / "farm"
+    for sub in ("cpumodels", "jobs", "guests"):
+        shutil.copytree(REPO / sub, root / sub)
+    (root / "kernels").mkdir()
+    shutil.copy(REPO / "kernels" / "stock.yaml", root / "kernels")
+    return root
+
+
+def add_test(root: Path, name: str, script: str, timeout: float = 60, fmt: str = "ktap") -> None:
+    (root / "guests" / "tests" / f"{name}.yaml").write_text(
+        f"name: {name}\nbinary: {FAULTS / script}\nrun: [{name}]\nformat: {fmt}\ntimeout: {timeout}\n")
+
+
+def add_kernel(root: Path, name: str, cmdline: str) -> None:
+    (root / "kernels" / f"{name}.yaml").write_text(f"name: {name}\nextends: stock\ncmdline: {cmdline}\n")
+
+
+def add_job(root: Path, kernels: list[str], tests: list[str], boot: float = 60, retries: int = 1) -> Path:
+    path = root / "jobs" / "fault.yaml"
+    path.write_text(f"name: fault\nkernels: {kernels}\ncpus: [Broadwell]\ntests: {tests}\n"
+                    f"timeouts: {{boot: {boot}}}\nretries: {retries}\n")
+    return path
+
+
+def qemus_of(pid: int) -> int:
+    out = subprocess.run(["pgrep", "-f", f"farm-qmp-{pid}-"], capture_output=True, text=True).stdout
+    return len(out.split())
+
+
+def read_run(out: Path) -> dict:
+    try:
+        return json.loads((out / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def cell_of(run: dict, test: str) -> dict:
+    return next((c for c in run.get("cells", []) if c["test"] == test), {})
+
+
+@dataclass
+class Outcome:
+    returncode: int
+    stderr: str
+    run: dict
+    out: Path
+    fault_at: float
+    verdict_at: float
+    peak_rss_kb: int
+    pid: int
+
+
+def run_farm(root: Path, out: Path, args: list[str], inject: Callable | None = None, faulty: str = "",
+             timeout: float = 300) -> Outcome:
+    """Run `farm run` in a subprocess; `inject(proc, out)` runs alongside and returns the fault's time."""
+    env = dict(os.environ, CI="true", FARM_ROOT=str(root), FARM_CONSOLE_LIMIT=str(CONSOLE_LIMIT))
+    start = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "farm.cli", "run", "--out", str(out), "-j", "1", *args],
+                            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    fault_at, verdict_at, peak = start, 0.0, 0
+    try:
+        if inject:
+            fault_at = inject(proc, out) or fault_at
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            peak = max(peak, _rss_hwm(proc.pid))
+            if faulty and not verdict_at and cell_of(read_run(out), faulty).get("status") not in (None, "PENDING"):
+                verdict_at = time.monotonic()
+            time.sleep(0.1)
+        if proc.poll() is None:
+            proc.kill()
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    end = time.monotonic()
+    return Outcome(proc.returncode, stderr, read_run(out), out, fault_at, verdict_at or end, peak, proc.pid)
+
+
+def _rss_hwm(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def lost_results(run: dict, out: Path) -> list[str]:
+    """Finished cells whose files are not on disk."""
+    lost = []
+    for c in run.get("cells", []):
+        if c["status"] in ("PENDING", ""):
+            continue
+        for name, rel in c.get("files", {}).items():
+            if name in ("console", "output") and not (out / rel).exists():
+                lost.append(f"{c['id']}:{name}")
+    return lost
+
+
+def _finish(row: Row, o: Outcome, pid: int, faulty: str, want_status: str, extra_ok: bool = True) -> Row:
+    cell = cell_of(o.run, faulty)
+    healthy = cell_of(o.run, HEALTHY) if faulty != HEALTHY else {}  # no healthy neighbour in boot faults
+    row.got = f"{cell.get('status', '?')} (x{cell.get('attempts', 0)})"
+    row.seconds_to_verdict = round(o.verdict_at - o.fault_at, 1)
+    row.leftover = qemus_of(pid)
+    row.lost = lost_results(o.run, o.out)
+    row.others_ok = healthy.get("status") == "PASS" if healthy else True
+    row.notes = cell.get("reason", "")[:100]
+    row.ok = (cell.get("status") == want_status and row.leftover == 0 and not row.lost and row.others_ok
+              and "Traceback" not in o.stderr and extra_ok)
+    return row
+
+
+# --- scenarios --------------------------------------------------------------------------------------------
+
+
+def boot_panic(tmp: Path) -> Row:
+    root = make_root(tmp)
+    add_kernel(root, "stock-noinit", "console=ttyS0 panic=-1 rdinit=/nothing-here")
+    job = add_job(root, ["stock-noinit"], [HEALTHY])
+    o = run_farm(root, tmp / "out", ["--job", str(job)], faulty=HEALTHY)
+    row = Row("kernel panic during boot", "CRASH (x1)")
+    cell = cell_of(o.run, HEALTHY)
+    row = _finish(row, o, o.pid, HEALTHY, "CRASH", cell.get("attempts") == 1 and "Kernel panic" in cell.get("reason", ""))
+    row.seconds_to_verdict = cell.get("timings", {}).get("boot", 0.0)  # QEMU start to the panic verdict
+    return row
+
+
+def _in_guest(tmp: Path, fault: str, script: str, want: str, timeout: float = 60, retries: int = 1,
+              check: Callable[[dict, Outcome], bool] | None = None, expected: str | None = None) -> Row:
+    root = make_root(tmp)
+    add_test(root, "faulty", script, timeout=timeout)
+    job = add_job(root, ["stock"], [HEALTHY, "faulty"], retries=retries)
+    holder = {}
+
+    def inject(proc, out):
+        holder["pid"] = proc.pid
+        return None
+
+    o = run_farm(root, tmp / "out", ["--job", str(job)], inject=inject, faulty="faulty")
+    row = Row(fault, expected or f"{want}")
+    cell = cell_of(o.run, "faulty")
+    ok = check(cell, o) if check else True
+    row = _finish(row, o, holder.get("pid", 0), "faulty", want, ok)
+    # The fault fires when the test starts: from then to the verdict is the test stage and the shutdown.
+    t = cell.get("timings", {})
+    row.seconds_to_verdict = round(t.get("test", 0.0) + t.get("shutdown", 0.0), 1)
+    return row
+
+
+def panic_in_test(tmp: Path) -> Row:
+    return _in_guest(tmp, "kernel panic during a test", "sysrq-panic.sh", "CRASH",
+                     check=lambda c, o: "sysrq" in c.get("reason", "").lower() and c.get("attempts") == 1,
+                     expected="CRASH (x1)")
+
+
+def hanging_test(tmp: Path) -> Row:
+    return _in_guest(tmp, "test binary hangs", "hang.sh", "TIMEOUT", timeout=5,
+                     check=lambda c, o: c.get("attempts") == 1, expected="TIMEOUT (x1)")
+
+
+def flooding_output(tmp: Path) -> Row:
+    def bounded(c, o):
+        size = (o.out / c["files"]["output"]).stat().st_size if c.get("files", {}).get("output") else -1
+        return 0 < size <= 8 << 20 and o.peak_rss_kb < 400_000
+
+    row = _in_guest(tmp, "test floods stdout (10 MiB)", "flood-output.sh", "FAIL", timeout=240, check=bounded,
+                    expected="FAIL, output <= 8 MiB")
+    return row
+
+
+def flooding_console(tmp: Path) -> Row:
+    def bounded(c, o):
+        size = (o.out / c["files"]["console"]).stat().st_size
+        return CONSOLE_LIMIT <= size <= CONSOLE_LIMIT + 100 and o.peak_rss_kb < 400_000
+
+    return _in_guest(tmp, "test floods console (3 MiB)", "flood-console.sh", "PASS", timeout=240, check=bounded,
+                     expected="PASS, console <= 1 MiB")
+
+
+def ssh_dropped(tmp: Path) -> Row:
+    return _in_guest(tmp, "SSH server killed mid-test", "drop-ssh.sh", "ERROR",
+                     check=lambda c, o: c.get("attempts") == 2 and "dropped" in c.get("reason", ""),
+                     expected="ERROR (x2, retried)")
+
+
+def qemu_killed(tmp: Path) -> Row:
+    root = make_root(tmp)
+    add_test(root, "faulty", "die-later.sh")
+    job = add_job(root, ["stock"], [HEALTHY, "faulty"])
+    holder = {}
+
+    def inject(proc, out):
+        holder["pid"] = proc.pid
+        console = out / "cells" / "stock" / "Broadwell" / "faulty" / "console.log"
+        while proc.poll() is None:
+            try:
+                if "farm-fault: kill me now" in console.read_text(errors="replace"):
+                    pids = subprocess.run(["pgrep", "-f", f"farm-qmp-{proc.pid}-"], capture_output=True,
+                                          text=True).stdout.split()
+                    for p in pids:
+                        os.kill(int(p), signal.SIGKILL)
+                    return time.monotonic()
+            except OSError:
+                pass
+            time.sleep(0.05)
+        return None
+
+    o = run_farm(root, tmp / "out", ["--job", str(job)], inject=inject, faulty="faulty")
+    row = Row("QEMU killed mid-test", "PASS (x2, retried)")
+    c = cell_of(o.run, "faulty")
+    row = _finish(row, o, holder.get("pid", 0), "faulty", "PASS", c.get("attempts") == 2)
+    # The verdict for the fault is the retry's start: the cell's own verdict comes after a whole new boot.
+    return row
+
+
+def _boot_fault(tmp: Path, fault: str, cmdline: str, expect_reason: str) -> Row:
+    root = make_root(tmp)
+    add_kernel(root, "stock-faulty", cmdline)
+    job = add_job(root, ["stock-faulty"], [HEALTHY], boot=15)
+    holder = {}
+
+    def inject(proc, out):
+        holder["pid"] = proc.pid
+        return time.monotonic()
+
+    o = run_farm(root, tmp / "out", ["--job", str(job)], inject=inject, faulty=HEALTHY)
+    row = Row(fault, "ERROR (x2, boot)")
+    c = cell_of(o.run, HEALTHY)
+    row = _finish(row, o, holder.get("pid", 0), HEALTHY, "ERROR",
+                  c.get("attempts") == 2 and c.get("stage") == "boot" and expect_reason in c.get("reason", "")
+                  and o.returncode == 3)
+    return row
+
+
+def silent_guest(tmp: Path) -> Row:
+    return _boot_fault(tmp, "guest never prints anything", "console=ttyS1 panic=-1 quiet", "did not reach")
+
+
+def no_sshd(tmp: Path) -> Row:
+    return _boot_fault(tmp, "guest SSH server never starts", "console=ttyS0 panic=-1 quiet farm.sshd=0",
+                       "SSH server never answered")
+
+
+def _signal_at(tmp: Path, sig: int, stage: str) -> Row:
+    root = make_root(tmp)
+    add_test(root, "slow", "die-later.sh")
+    job = add_job(root, ["stock"], [HEALTHY, "slow"])
+    holder = {}
+
+    def inject(proc, out):
+        holder["pid"] = proc.pid
+        console = out / "cells" / "stock" / "Broadwell" / "slow" / "console.log"
+        while proc.poll() is None:
+            c = cell_of(read_run(out), HEALTHY)
+            if c.get("status") == "PASS" and console.exists():
+                text = console.read_text(errors="replace")
+                if stage == "boot" or "farm-fault: kill me now" in text:
+                    proc.send_signal(sig)
+                    return time.monotonic()
+            time.sleep(0.05)
+        return None
+
+    o = run_farm(root, tmp / "out", ["--job", str(job)], inject=inject)
+    name = signal.Signals(sig).name
+    row = Row(f"{name} to farm run while {stage}ing", "exit 130, PENDING kept")
+    slow = cell_of(o.run, "slow")
+    row.got = f"exit {o.returncode}, {slow.get('status', '?')}"
+    row.seconds_to_verdict = round(o.verdict_at - o.fault_at, 1)
+    row.leftover = qemus_of(holder.get("pid", 0))
+    row.lost = lost_results(o.run, o.out)
+    row.others_ok = cell_of(o.run, HEALTHY).get("status") == "PASS"
+    report = (o.out / "report.html").read_text() if (o.out / "report.html").exists() else ""
+    row.ok = (o.returncode == 130 and slow.get("status") == "PENDING" and o.run.get("interrupted") is True
+              and row.leftover == 0 and not row.lost and row.others_ok and "Missing results" in report
+              and "Traceback" not in o.stderr)
+    return row
+
+
+def sigint_boot(tmp: Path) -> Row:
+    return _signal_at(tmp, signal.SIGINT, "boot")
+
+
+def sigterm_test(tmp: Path) -> Row:
+    return _signal_at(tmp, signal.SIGTERM, "test")
+
+
+def two_runs_at_once(tmp: Path) -> Row:
+    root = make_root(tmp)
+    env = dict(os.environ, CI="true", FARM_ROOT=str(root))
+    start = time.monotonic()
+    procs = [subprocess.Popen([sys.executable, "-m", "farm.cli", "run", "--cpu", "Broadwell", "-j", "1"],
+                              cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    dirs = [Path(o[0].strip().splitlines()[-1]) if o[0].strip() else None for o in outs]
+    runs = [read_run(d) if d else {} for d in dirs]
+    row = Row("two farm runs at once, one results dir", "both PASS, 2 run dirs")
+    statuses = [cell_of(r, HEALTHY).get("status", "?") for r in runs]
+    row.got = ", ".join(statuses) + f", {len({d for d in dirs if d})} dirs"
+    row.seconds_to_verdict = round(time.monotonic() - start, 1)
+    row.leftover = sum(qemus_of(p.pid) for p in procs)
+    row.lost = [x for r, d in zip(runs, dirs, strict=True) if d for x in lost_results(r, d)]
+    row.ok = (statuses == ["PASS", "PASS"] and len({d for d in dirs if d}) == 2 and row.leftover == 0
+              and not row.lost and all(p.returncode == 0 for p in procs))
+    return row
+
+
+def full_disk(tmp: Path) -> Row:
+    """The results directory is a 1 MiB tmpfs: a console flood fills it mid-run."""
+    root = make_root(tmp)
+    add_test(root, "faulty", "flood-console.sh", timeout=240)
+    job = add_job(root, ["stock"], [HEALTHY, "faulty"])
+    mnt = tmp / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
+    try:
+        holder = {}
+
+        def inject(proc, out):
+            holder["pid"] = proc.pid
+            return time.monotonic()
+
+        o = run_farm(root, mnt / "out", ["--job", str(job)], inject=inject)
+        row = Row("results dir fills up (1 MiB tmpfs)", "exit 3, one-line error")
+        last = o.stderr.strip().splitlines()[-1] if o.stderr.strip() else ""
+        row.got = f"exit {o.returncode}"
+        row.seconds_to_verdict = round(o.verdict_at - o.fault_at, 1)
+        row.leftover = qemus_of(holder.get("pid", 0))
+        row.others_ok = cell_of(o.run, HEALTHY).get("status") == "PASS"
+        row.notes = last[:100]
+        row.ok = (o.returncode == 3 and "No space left" in last and "Traceback" not in o.stderr
+                  and row.leftover == 0 and bool(o.run))
+        return row
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def corrupt_run_json(tmp: Path) -> Row:
+    out = tmp / "run"
+    out.mkdir()
+    (out / "run.json").write_text('{"schema": 1, "cells": [')
+    env = dict(os.environ, CI="true")
+    start = time.monotonic()
+    results = [subprocess.run([sys.executable, "-m", "farm.cli", *args, str(out)], capture_output=True,
+                              text=True, cwd=REPO, env=env) for args in (["report"], ["run", "--resume"])]
+    row = Row("corrupted run.json on report/--resume", "exit 2, one line")
+    row.got = ", ".join(f"exit {r.returncode}" for r in results)
+    row.seconds_to_verdict = round(time.monotonic() - start, 1)
+    row.ok = all(r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "run.json" in r.stderr
+                 for r in results)
+    return row
+
+
+SCENARIOS: list[Callable[[Path], Row]] = [
+    boot_panic, panic_in_test, hanging_test, flooding_output, flooding_console, qemu_killed, ssh_dropped,
+    no_sshd, silent_guest, sigint_boot, sigterm_test, two_runs_at_once, full_disk, corrupt_run_json,
+]
+
+
+def run_all(names: list[str] | None = None) -> list[Row]:
+    rows = []
+    for scenario in SCENARIOS:
+        if names and scenario.__name__ not in names:
+            continue
+        with tempfile.TemporaryDirectory(prefix=f"fault-{scenario.__name__}-") as tmp:
+            rows.append(scenario(Path(tmp)))
+    return rows
