@@ -99,6 +99,7 @@ class Scheduler:
         self.progress = progress
         self.stopping = threading.Event()
         self.key = client_key(cache_root() / "keys")
+        self.key.load()  # a damaged key is bad input, found before any guest boots
         self.local = qemu.QemuPool(self.key)
         # Where cells run: (pool, slots). The local QEMU pool by default; remote hosts add theirs.
         self.pools: list[tuple[Pool, int]] = pools if pools is not None else [(self.local, parallel)]

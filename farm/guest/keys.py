@@ -19,10 +19,16 @@ class ClientKey:
     public: str  # "ssh-ed25519 AAAA... farm"
 
     def load(self) -> paramiko.PKey:
-        try:
-            return paramiko.Ed25519Key.from_private_key_file(str(self.path))
-        except (OSError, paramiko.SSHException) as e:
-            raise InputError(f"{self.path}: cannot read the farm's SSH key: {e}") from None
+        """The private key, parsed once per process (every guest boot needs it)."""
+        if self.path not in _LOADED:
+            try:
+                _LOADED[self.path] = paramiko.Ed25519Key.from_private_key_file(str(self.path))
+            except (OSError, paramiko.SSHException, ValueError) as e:
+                raise InputError(f"{self.path}: cannot read the farm's SSH key: {e}") from None
+        return _LOADED[self.path]
+
+
+_LOADED: dict[Path, paramiko.PKey] = {}
 
 
 def client_key(folder: Path) -> ClientKey:
