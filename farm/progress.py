@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-DONE = ("PASS", "FAIL", "SKIP", "CRASH", "TIMEOUT", "ERROR")
+DONE = ("PASS", "FAIL", "SKIP", "CRASH", "TIMEOUT", "ERROR", "FLAKY")
 
 
 class Progress:
@@ -23,6 +23,7 @@ class Progress:
         self.lock = threading.Lock()
         self.total = 0
         self.finished = 0
+        self.done_ids: set[str] = set()
 
     def _line(self, text: str) -> None:
         with self.lock:
@@ -37,7 +38,8 @@ class Progress:
 
     def cell(self, cell, state: str) -> None:
         if cell.status in DONE and state.startswith(cell.status):
-            self.finished += 1
+            self.done_ids.add(cell.id)
+            self.finished = len(self.done_ids)
             self._line(f"{cell.id}: {state}  ({self.finished}/{self.total})")
         else:
             self._line(f"{cell.id}: {state}")
@@ -85,7 +87,8 @@ class LiveProgress(Progress):
     def cell(self, cell, state: str) -> None:
         with self.lock:
             if cell.status in DONE and state.startswith(cell.status):
-                self.finished += 1
+                self.done_ids.add(cell.id)
+                self.finished = len(self.done_ids)
             self.states[cell.id] = state
             if self.live:
                 self.live.update(self._table())

@@ -152,21 +152,45 @@ class Scheduler:
         cell.accel = spec.accel
         cell.host = getattr(pool, "name", "local")
         timeout = self.job.timeouts.test or test.timeout
+        first_failure = ""
         for attempt in range(1, self.job.retries + 2):
+            if attempt > 1:
+                self._keep_attempt(cell, cell_dir, attempt - 1)
             cell.attempts = attempt
-            retry = self._attempt(cell, cell_dir, spec, test, timeout, pool)
-            if not retry or self.stopping.is_set() or attempt > self.job.retries:
+            infra = self._attempt(cell, cell_dir, spec, test, timeout, pool)
+            if self.stopping.is_set() or attempt > self.job.retries:
                 break
-            self.progress.cell(cell, f"infrastructure error, retrying on a fresh guest: {cell.reason}")
+            if infra:
+                self.progress.cell(cell, f"infrastructure error, retrying on a fresh guest: {cell.reason}")
+            elif cell.status in ("FAIL", "TIMEOUT") and not first_failure:
+                # A failure is tried once more; a crash never is (it is never retried away).
+                first_failure = f"{cell.status} on attempt {attempt}: {cell.reason}"
+                self.progress.cell(cell, f"{cell.status}, trying once more to tell a flake from a failure")
+            else:
+                break
+        if first_failure and cell.status == "PASS":
+            self._finish(cell, "FLAKY", cell.stage, f"passed only on a retry; {first_failure}")
         if self.stopping.is_set() and cell.status == "ERROR":
             cell.status, cell.reason = "PENDING", "interrupted"  # not a verdict: --resume reruns it
         self.writer.save()
+
+    def _keep_attempt(self, cell: Cell, cell_dir: Path, attempt: int) -> None:
+        """Move an attempt's logs aside so the evidence of a failed try survives its retry."""
+        keep = cell_dir / f"attempt-{attempt}"
+        keep.mkdir(exist_ok=True)
+        for name, rel in list(cell.files.items()):
+            src = self.out / rel
+            if src.exists() and src.parent == cell_dir:
+                src.rename(keep / src.name)
+                cell.files[f"attempt{attempt}_{name}"] = self._rel(keep / src.name)
 
     def _attempt(self, cell: Cell, cell_dir: Path, spec: MachineSpec, test: Test, timeout: float,
                  pool: Pool) -> bool:
         """One boot and test. Returns True when the failure was the infrastructure's (worth a retry)."""
         start = time.monotonic()
-        cell.files = {"console": self._rel(cell_dir / "console.log"), "qemu_log": self._rel(cell_dir / "qemu.log")}
+        cell.files.update(console=self._rel(cell_dir / "console.log"), qemu_log=self._rel(cell_dir / "qemu.log"))
+        cell.files.pop("output", None)
+        cell.files.pop("stderr", None)
         self.progress.cell(cell, "booting")
         try:
             instance = pool.create(spec, cell_dir, self.job.timeouts.boot)
@@ -189,7 +213,8 @@ class Scheduler:
             cell.timings["boot_to_marker"] = round(instance.boot.seconds_to_marker, 3)
             cell.timings["boot_to_ssh"] = round(instance.boot.seconds_to_ssh, 3)
             self.progress.cell(cell, "testing")
-            argv = [f"{PAYLOAD_DIR}/{test.run[0]}", *test.run[1:]]
+            # FARM_ATTEMPT lets a test log which try it is; env keeps it an argv list, no shell involved.
+            argv = ["env", f"FARM_ATTEMPT={cell.attempts}", f"{PAYLOAD_DIR}/{test.run[0]}", *test.run[1:]]
             result = instance.run(argv, timeout)
             cell.timings["test"] = round(result.seconds, 3)
             if result.lost or result.timed_out:

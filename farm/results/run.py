@@ -11,8 +11,9 @@ from pathlib import Path
 from ..errors import InputError
 
 SCHEMA = 1
-STATUSES = ("PASS", "FAIL", "SKIP", "CRASH", "TIMEOUT", "ERROR")
-FAILING = ("FAIL", "CRASH", "TIMEOUT")
+STATUSES = ("PASS", "FAIL", "SKIP", "CRASH", "TIMEOUT", "ERROR", "FLAKY")
+# FLAKY (failed, then passed on its retry) counts as failing: a patch is not proven by a coin toss.
+FAILING = ("FAIL", "CRASH", "TIMEOUT", "FLAKY")
 
 
 @dataclass
