@@ -62,7 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     progress = make_progress()
     if acc.name == "tcg" and args.accel == "auto":
         progress.note(f"warning: using TCG, not KVM: {acc.reason}")
-    parallel = args.jobs or default_parallel()
+    parallel = args.jobs or default_parallel(job.memory_mb)
     sched = Scheduler(catalog, job, kernels, cpus, tests, out, acc, parallel, progress, sys.argv, existing)
     from .merge import apply_shard  # --shard I/N: this runner's slice of the cells
     apply_shard(sched, args.shard, existing)

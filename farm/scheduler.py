@@ -43,13 +43,20 @@ def now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def default_parallel() -> int:
-    """One guest per free core (TCG is CPU-bound), at least one."""
+def default_parallel(memory_mb: int = 512) -> int:
+    """One guest per free core (TCG is CPU-bound), and no more than available memory holds
+    (each guest costs its RAM plus ~300 MB of QEMU and TCG translation cache)."""
     try:
         load = os.getloadavg()[0]
     except OSError:
         load = 0.0
-    return max(1, round((os.cpu_count() or 1) - load))
+    by_cores = max(1, round((os.cpu_count() or 1) - load))
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+        available_mb = int(re.search(r"MemAvailable:\s+(\d+)", meminfo).group(1)) // 1024
+    except (OSError, AttributeError):
+        return by_cores
+    return max(1, min(by_cores, available_mb // (memory_mb + 300)))
 
 
 def prepare_kernel(kernel: Kernel, builder: ImageBuilder, tests: list[Test], note=lambda text: None) -> PreparedKernel:
