@@ -246,7 +246,8 @@ def parser() -> argparse.ArgumentParser:
     mg = sub.add_parser("merge", help="join shard run directories into one run and render its reports")
     mg.add_argument("out", help="the merged run directory (new or empty)")
     mg.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    mg.add_argument("--history", metavar="DB", help="record the merged run in this history database")
+    mg.add_argument("--history", metavar="DB", help="the history database to record the merged run in "
+                    "(default: history.sqlite beside OUT)")
     mg.set_defaults(func=cmd_merge)
 
     chk = sub.add_parser("check", help="validate the data files (and a job) without running anything")

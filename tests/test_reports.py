@@ -54,6 +54,10 @@ def _run(tmp_path: Path, statuses: dict | None = None, **kw):
     ("PASS", "PENDING", "inconclusive"),
     ("CRASH", "FAIL", "still-failing"),
     ("FAIL", "TIMEOUT", "still-failing"),
+    ("PASS", "FLAKY", "regression"),  # failed, then passed on its retry: not proven
+    ("FLAKY", "PASS", "fixed"),
+    ("FLAKY", "FLAKY", "unchanged"),
+    ("SKIP", "FLAKY", "new-failure"),
 ])
 def test_classify(base, new, kind):
     assert abtest.classify(base, new) == kind
@@ -136,7 +140,7 @@ def test_summary_regressions_first_and_no_tested_by_on_failure(tmp_path: Path):
     assert "--test xcr0" in body
 
 
-@pytest.mark.parametrize("status", ["FAIL", "CRASH", "TIMEOUT", "ERROR", "PENDING"])
+@pytest.mark.parametrize("status", ["FAIL", "CRASH", "TIMEOUT", "FLAKY", "ERROR", "PENDING"])
 def test_tested_by_only_when_everything_passed(tmp_path: Path, status: str):
     good = text.render(_run(tmp_path))
     _summary_ok(good)
@@ -144,6 +148,8 @@ def test_tested_by_only_when_everything_passed(tmp_path: Path, status: str):
     bad = text.render(_run(tmp_path, {f"{BASE}/Broadwell/cpuinfo": status}))
     _summary_ok(bad)
     assert "Tested-by" not in bad
+    if status == "FLAKY":
+        assert "FLAKY (failed, then passed on its retry): linux-6.1/Broadwell/cpuinfo" in bad
     interrupted = _run(tmp_path)
     interrupted.interrupted = True
     assert "Tested-by" not in text.render(interrupted)
@@ -155,13 +161,15 @@ def test_junit_xml_parses_with_expected_suites_and_cases(tmp_path: Path):
     from junitparser import Error, Failure, JUnitXml, Skipped
 
     run = _run(tmp_path, {f"{XCR0}/Broadwell/xcr0": "FAIL", f"{XCR0}/Skylake-Server/cpuinfo": "CRASH",
-                          f"{BASE}/Broadwell/cpuinfo": "SKIP", f"{BASE}/Skylake-Server/xcr0": "PENDING"})
+                          f"{BASE}/Broadwell/cpuinfo": "SKIP", f"{BASE}/Skylake-Server/xcr0": "PENDING",
+                          f"{BASE}/Broadwell/xcr0": "FLAKY"})
     path = junit.write(run, tmp_path)
     ET.parse(path)  # well-formed for a strict parser too (no raw control characters)
     xml = JUnitXml.fromfile(str(path))
     suites = {s.name: s for s in xml}
     assert len(suites) == len(run.cells) == 8
-    assert suites[f"{BASE}/Broadwell/xcr0"].tests == 4
+    assert suites[f"{BASE}/Skylake-Server/cpuinfo"].tests == 4  # one per case
+    assert suites[f"{BASE}/Broadwell/xcr0"].tests == 5  # and one for the whole test when the cases don't tell
     results = {s: [(c.name, [type(r).__name__ for r in c.result]) for c in suite] for s, suite in suites.items()}
     assert results[f"{XCR0}/Broadwell/xcr0"][-1] == ("xcr0_case_4", ["Failure"])
     assert all(r == ["Skipped"] for _, r in results[f"{BASE}/Broadwell/cpuinfo"])
@@ -171,6 +179,8 @@ def test_junit_xml_parses_with_expected_suites_and_cases(tmp_path: Path):
     assert crash.errors == 1
     pending = suites[f"{BASE}/Skylake-Server/xcr0"]
     assert [type(r) for c in pending for r in c.result] == [Skipped]
+    flaky = suites[f"{BASE}/Broadwell/xcr0"]
+    assert flaky.failures == 1 and [r.type for c in flaky for r in c.result] == ["FLAKY"]
     assert any(isinstance(r, Failure) for s in xml for c in s for r in c.result)
     raw = path.read_text()
     assert "<script>" not in raw and "&lt;script&gt;" in raw and "]]>" not in raw
@@ -184,7 +194,8 @@ def test_kcidb_json_is_valid_for_kcidb_io(tmp_path: Path):
     import kcidb_io
 
     run = _run(tmp_path, {f"{XCR0}/Broadwell/xcr0": "FAIL", f"{XCR0}/Skylake-Server/cpuinfo": "CRASH",
-                          f"{BASE}/Skylake-Server/xcr0": "PENDING", f"{BASE}/Broadwell/xcr0": "TIMEOUT"})
+                          f"{BASE}/Skylake-Server/xcr0": "PENDING", f"{BASE}/Broadwell/xcr0": "TIMEOUT",
+                          f"{BASE}/Broadwell/cpuinfo": "FLAKY"})
     data = json.loads(kcidb.write(run, tmp_path).read_text())
     kcidb_io.schema.LATEST.validate(data)
     kcidb_io.schema.V5_3.validate_exactly(data)
@@ -206,6 +217,8 @@ def test_kcidb_json_is_valid_for_kcidb_io(tmp_path: Path):
     assert crash["environment"]["misc"]["accel"] == "tcg"
     assert by_id[f"farm:r1:{BASE}/Skylake-Server/xcr0"]["status"] == "MISS"
     assert by_id[f"farm:r1:{BASE}/Broadwell/xcr0"]["status"] == "ERROR"
+    flaky = by_id[f"farm:r1:{BASE}/Broadwell/cpuinfo"]
+    assert flaky["status"] == "FAIL" and flaky["misc"]["farm_status"] == "FLAKY"
     evil_case = by_id[f"farm:r1:{BASE}/Broadwell/cpuinfo:1"]
     assert evil_case["misc"]["case"].startswith("]]>\\x00")  # the NUL is shown, never sent
     assert "\\u0000" not in kcidb.dumps(kcidb.render(run))
@@ -326,6 +339,8 @@ def test_html_ab_build_metadata_and_reproduce(tmp_path: Path):
     run = _run(tmp_path, {f"{XCR0}/Broadwell/xcr0": "FAIL", f"{BASE}/Skylake-Server/xcr0": "FAIL"})
     page = html.render(run, tmp_path)
     assert "<script>" not in page and "&lt;script&gt;" in page
+    assert "&amp;lt;" not in page  # escaped once, not twice
+    assert "\x00" not in page and "\x1b" not in page and "]]&gt;\\x00\\x1b[31m" in page
     ab = page[page.index("A/B: patched kernels"):page.index("What each CPU model delivered")]
     assert ab.index('class="regression"') < ab.index('class="fixed"')
     assert 'id="kernel-linux-6_1-xcr0"' in page and "x86/fpu: part 1" in page and "tinyconfig" in page

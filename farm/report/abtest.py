@@ -3,17 +3,18 @@
 Each compared item is a KTAP case of a test on a CPU model, or the whole test when it has no cases (or
 when its status is not just the sum of its cases: a crash, a timeout, an incomplete plan). Kinds:
 
-  regression     baseline PASS, patched FAIL/CRASH/TIMEOUT (or anything -> CRASH from another failure)
-  new-failure    patched FAIL/CRASH/TIMEOUT where the baseline gave no verdict (absent, SKIP, ERROR, not run)
+  regression     baseline PASS, patched FAIL/CRASH/TIMEOUT/FLAKY (or -> CRASH from another failure)
+  new-failure    patched FAIL/CRASH/TIMEOUT/FLAKY where the baseline gave no verdict (absent, SKIP, ERROR, not run)
   lost-coverage  ran on the baseline (PASS or failing), SKIP on the patched kernel: could hide a regression
   missing        present on the baseline only
   inconclusive   one side ERROR (infrastructure) or not run, so nothing can be said
   still-failing  failing on both sides, differently
-  fixed          baseline FAIL/CRASH/TIMEOUT, patched PASS
+  fixed          baseline FAIL/CRASH/TIMEOUT/FLAKY, patched PASS
   new-coverage   baseline SKIP, patched PASS: the series makes the test applicable
   new            present on the patched side only, not failing
   unchanged      the same status on both sides
 
+FLAKY (failed, then passed on its retry) counts as failing, as it does for the run's exit code.
 Rows are ordered by that list, so regressions come first everywhere.
 """
 
@@ -21,10 +22,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..results.run import Cell, Run
+from ..results.run import FAILING, Cell, Run
 from .common import ascii_line, explained_by_cases, quiet_gc
 
-BAD = ("FAIL", "CRASH", "TIMEOUT")
+BAD = FAILING  # FAIL CRASH TIMEOUT FLAKY
 UNKNOWN = ("ERROR", "PENDING")
 KINDS = ("regression", "new-failure", "lost-coverage", "missing", "inconclusive", "still-failing", "fixed",
          "new-coverage", "new", "unchanged")
@@ -34,7 +35,7 @@ WHOLE = ""  # the case name of a whole-test row
 
 
 def classify(base: str | None, new: str | None) -> str:
-    """The A/B kind for one item: base/new are statuses (PASS FAIL SKIP CRASH TIMEOUT ERROR PENDING) or None."""
+    """The A/B kind for one item: base/new are statuses (PASS FAIL SKIP CRASH TIMEOUT FLAKY ERROR PENDING) or None."""
     if new is None:
         return "missing" if base is not None else "unchanged"
     if base == new:
@@ -177,7 +178,7 @@ def table(comp: Comparison, with_kernel: bool = False, width: int = 72, unchange
     counts = comp.counts()
     head = f"{comp.new_label} vs {comp.base_label}: " + (
         ", ".join(f"{n} {k}" for k, n in counts.items() if n) if comp.rows else "nothing to compare")
-    lines = _wrap(ascii_line(head), width)
+    lines = _wrap(ascii_line(head), width, "    ")
     shown = [r for r in comp.rows if unchanged or r.kind != "unchanged"]
     if limit is not None and len(shown) > limit:
         more, shown = len(shown) - limit, shown[:limit]
@@ -200,14 +201,17 @@ def table(comp: Comparison, with_kernel: bool = False, width: int = 72, unchange
     return lines
 
 
-def _wrap(line: str, width: int) -> list[str]:
+def _wrap(line: str, width: int, cont: str | None = None) -> list[str]:
     out = []
-    indent = len(line) - len(line.lstrip(" "))
+    if cont is None:
+        cont = " " * (len(line) - len(line.lstrip(" ")))
+    lead = len(line) - len(line.lstrip(" "))
     while len(line) > width:
-        cut = line.rfind(" ", indent + 1, width + 1)
-        if cut <= indent:
+        cut = line.rfind(" ", lead + 1, width + 1)
+        if cut <= lead:
             cut = width
         out.append(line[:cut].rstrip())
-        line = " " * indent + line[cut:].lstrip(" ")
+        line = cont + line[cut:].lstrip(" ")
+        lead = len(cont)
     out.append(line)
     return out

@@ -44,7 +44,8 @@ def _env() -> jinja2.Environment:
         env.filters["anchor"] = _anchor
         env.filters["kanchor"] = lambda s: "kernel-" + re.sub(r"[^A-Za-z0-9_-]", "_", s)
         env.filters["shjoin"] = shlex.join
-        env.filters["clean"] = lambda s: clean(str(s))
+        # control characters shown as \xNN; already-escaped Markup stays Markup (\xNN is safe in HTML)
+        env.filters["clean"] = lambda s: Markup(clean(str(s))) if isinstance(s, Markup) else clean(str(s))
         _ENV = env
     return _ENV
 

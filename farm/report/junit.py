@@ -1,6 +1,6 @@
 """junit.xml: one <testsuite> per cell (kernel/cpu/test), one <testcase> per KTAP case.
 
-FAIL -> <failure>, SKIP -> <skipped>, CRASH/TIMEOUT/ERROR -> <error> (a crash carries its crash line);
+FAIL and FLAKY -> <failure>, SKIP -> <skipped>, CRASH/TIMEOUT/ERROR -> <error> (a crash carries its crash line);
 a cell whose status is not the sum of its cases (a crash, a timeout, an incomplete plan, no cases at
 all) gets one more testcase named after the test itself. Not run (PENDING) -> <skipped>. A console
 excerpt goes into the suite's <system-out> for cells that did not pass. Everything is escaped and
@@ -42,8 +42,8 @@ def _a(text) -> str:
 
 
 def _result(status: str, message: str, body: str) -> str:
-    if status == "FAIL":
-        return f"<failure type=\"FAIL\" message={_a(message or 'failed')}>{_t(body)}</failure>"
+    if status in ("FAIL", "FLAKY"):  # FLAKY: failed, then passed on its retry; the farm counts it as failing
+        return f"<failure type={_a(status)} message={_a(message or 'failed')}>{_t(body)}</failure>"
     if status == "SKIP":
         return f"<skipped message={_a(message or 'skipped')}/>"
     if status == "PENDING":
@@ -60,7 +60,7 @@ def _suite(run: Run, cell: Cell, run_dir: Path | None) -> tuple[str, dict[str, i
 
     def add(name: str, status: str, message: str, body: str, seconds: float | None = None) -> None:
         n["tests"] += 1
-        if status == "FAIL":
+        if status in ("FAIL", "FLAKY"):
             n["failures"] += 1
         elif status in ("SKIP", "PENDING"):
             n["skipped"] += 1

@@ -6,8 +6,9 @@
              environment is the CPU model, with -cpu string, accelerator and probe facts in misc
 
 Origin "farm"; every id is "farm:<run-id>:..." so runs never collide. Farm statuses map to KCIDB's:
-PASS PASS, FAIL FAIL, SKIP SKIP, CRASH FAIL (the kernel is at fault), TIMEOUT ERROR, ERROR MISS
-(infrastructure), not run MISS; the farm's own status is kept in misc.farm_status.
+PASS PASS, FAIL FAIL, SKIP SKIP, CRASH FAIL (the kernel is at fault), TIMEOUT ERROR, FLAKY FAIL (it
+failed once: the farm counts it as failing), ERROR MISS (infrastructure), not run MISS; the farm's own
+status is kept in misc.farm_status.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from .common import atomic_write, build_commands, quiet_gc
 
 ORIGIN = "farm"
 VERSION = {"major": 5, "minor": 3}
-STATUS = {"PASS": "PASS", "FAIL": "FAIL", "SKIP": "SKIP", "CRASH": "FAIL", "TIMEOUT": "ERROR", "ERROR": "MISS",
-          "PENDING": "MISS"}
+STATUS = {"PASS": "PASS", "FAIL": "FAIL", "SKIP": "SKIP", "CRASH": "FAIL", "TIMEOUT": "ERROR", "FLAKY": "FAIL",
+          "ERROR": "MISS", "PENDING": "MISS"}
 EXCERPT = 16384  # the schema's limit for log_excerpt
 _PATH_BAD = re.compile(r"[^A-Za-z0-9_-]+")
 _SHA1 = re.compile(r"^[0-9a-f]{40}$")

@@ -64,7 +64,8 @@ def make_run(run_dir: Path, kernels=("linux-6.1", "linux-6.1-xcr0"), cpus=("Broa
                     reason={"PASS": "", "SKIP": "", "FAIL": f"failed: {t}_case_{cases}",
                             "CRASH": "Kernel panic - not syncing: " + EVIL,
                             "TIMEOUT": "test did not finish within 60 s",
-                            "ERROR": "boot: no SSH within 60 s", "PENDING": ""}[status],
+                            "ERROR": "boot: no SSH within 60 s", "PENDING": "",
+                            "FLAKY": "passed only on a retry; FAIL on attempt 1: failed: " + EVIL}[status],
                     cpu_qemu=cpu, accel="tcg", qemu_command=["qemu-system-x86_64", "-cpu", cpu, "-append", EVIL],
                     timings={"boot": 2.5, "test": 1.25, "total": 4.0} if status != "PENDING" else {},
                     facts={"xcr0": "0x207" if "Skylake" in cpu else "0x7", "xsave_size": "2696" if "Skylake" in cpu
@@ -72,7 +73,8 @@ def make_run(run_dir: Path, kernels=("linux-6.1", "linux-6.1-xcr0"), cpus=("Broa
                     filtered_features=["avx512f"] if "Server" in cpu else [], cases=ks,
                     crashes=[{"kind": "panic", "line": "Kernel panic - not syncing: " + EVIL, "lineno": 3}]
                     if status == "CRASH" else [],
-                    exit_status=0 if status == "PASS" else 1, attempts=0 if status == "PENDING" else 1,
+                    exit_status=0 if status in ("PASS", "FLAKY") else 1,
+                    attempts={"PENDING": 0, "FLAKY": 2}.get(status, 1),
                     kernel_image="/cache/bzImage", kernel_build=build_meta(k, k.endswith("xcr0")),
                     files={"console": f"{rel}/console.log", "output": f"{rel}/output.txt",
                            "qemu_log": f"{rel}/qemu.log"} if files and status != "PENDING" else {},

@@ -73,18 +73,18 @@ def _models(run: Run) -> list[str]:
             d["facts"] = c.facts
         d["accel"] = d["accel"] or c.accel
         d["counts"][c.status if c.status in d["counts"] else "PENDING"] += 1
-    width = min(max([5, *(len(ascii_line(m)) for m in per)]), 20)
-    head = f"  {'model':<{width}} {'accel':<5} {'XCR0':<8} {'XSAVE':>5}  PASS FAIL SKIP CRSH TIME  ERR"
-    out = [head]
+    cols = f"{'accel':<5} {'XCR0':<7} {'XSAVE':>5} PASS FAIL SKIP CRSH TIME FLKY  ERR"
+    width = min(max([5, *(len(ascii_line(m)) for m in per)]), WIDTH - 3 - len(cols))
+    out = [f"  {'model':<{width}} {cols}"]
     for m, d in per.items():
         name = ascii_line(m)
         if len(name) > width:
             name = name[: width - 1] + "~"
         n = d["counts"]
         f = d["facts"]
-        row = (f"  {name:<{width}} {ascii_line(d['accel'] or '?')[:5]:<5} {ascii_line(f.get('xcr0', '?'))[:8]:<8} "
-               f"{ascii_line(f.get('xsave_size', '?'))[:5]:>5}  {n['PASS']:>4} {n['FAIL']:>4} {n['SKIP']:>4} "
-               f"{n['CRASH']:>4} {n['TIMEOUT']:>4} {n['ERROR'] + n['PENDING']:>4}")
+        row = (f"  {name:<{width}} {ascii_line(d['accel'] or '?')[:5]:<5} {ascii_line(f.get('xcr0', '?'))[:7]:<7} "
+               f"{ascii_line(f.get('xsave_size', '?'))[:5]:>5} {n['PASS']:>4} {n['FAIL']:>4} {n['SKIP']:>4} "
+               f"{n['CRASH']:>4} {n['TIMEOUT']:>4} {n.get('FLAKY', 0):>4} {n['ERROR'] + n['PENDING']:>4}")
         out.append(row)
     return out
 
@@ -145,7 +145,8 @@ def render(run: Run, comparisons: list[abtest.Comparison] | None = None, changes
     if failing:
         add()
         add(f"Failing cells ({len(failing)})")
-        failing.sort(key=lambda c: (("CRASH", "TIMEOUT", "FAIL").index(c.status), c.id))
+        severity = {"CRASH": 0, "TIMEOUT": 1, "FAIL": 2, "FLAKY": 3}
+        failing.sort(key=lambda c: (severity.get(c.status, 9), c.id))
         for c in failing[:MAX_LISTED]:
             add(f"{c.status:<7} {c.id}", "  ", "          ")
             if c.reason:
@@ -162,11 +163,15 @@ def render(run: Run, comparisons: list[abtest.Comparison] | None = None, changes
                 add(f"{label}: {ch.where} {ch.before or '-'} -> {ch.now}", "  ", "      ")
 
     infra = [c for c in run.cells if c.status in ("ERROR", "PENDING")]
-    retried = [c for c in run.cells if c.attempts > 1 and c.status not in ("ERROR", "PENDING")]
+    retried = [c for c in run.cells if c.attempts > 1 and c.status not in ("ERROR", "PENDING", "FLAKY")]
     flaky = changes.flaky if changes is not None else []
-    if flaky or infra or retried or run.interrupted:
+    flaky_cells = [c for c in run.cells if c.status == "FLAKY"]
+    if flaky or flaky_cells or infra or retried or run.interrupted:
         add()
         add("Flaky results and infrastructure problems")
+        for c in flaky_cells[:MAX_LISTED]:
+            add(f"FLAKY (failed, then passed on its retry): {c.id}" + (f": {c.reason}" if c.reason else ""),
+                "  ", "      ")
         for ch in flaky[:MAX_LISTED]:
             add(f"flaky: {ch.where} (recent: {ch.line})", "  ", "      ")
         if run.interrupted:

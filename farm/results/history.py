@@ -64,7 +64,7 @@ class Change:
     case: str
     before: str | None
     now: str
-    line: str = ""  # the recent results, oldest first, one letter each (P F S C T E)
+    line: str = ""  # the recent results, oldest first, one letter each (P F S C T K=FLAKY E)
 
     @property
     def name(self) -> str:
@@ -97,7 +97,8 @@ class Changes:
         return self._m
 
 
-LETTER = {"PASS": "P", "FAIL": "F", "SKIP": "S", "CRASH": "C", "TIMEOUT": "T", "ERROR": "E", "PENDING": "-"}
+LETTER = {"PASS": "P", "FAIL": "F", "SKIP": "S", "CRASH": "C", "TIMEOUT": "T", "FLAKY": "K", "ERROR": "E",
+          "PENDING": "-"}
 
 
 def _items(run: Run):
@@ -123,6 +124,13 @@ class History:
             self.db = sqlite3.connect(str(self.path), timeout=30)
         except sqlite3.Error as e:
             raise InputError(f"{self.path}: cannot open the history database: {e}") from None
+        try:
+            self._check_schema()
+        except BaseException:
+            self.db.close()
+            raise
+
+    def _check_schema(self) -> None:
         with self._guard():
             version = self.db.execute("PRAGMA user_version").fetchone()[0]
             tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -214,7 +222,8 @@ class History:
         Flaky: over the last `window` runs of the job (this one included) the item went back and forth between
         passing and failing, with a one-run blip (PASS FAIL PASS, FAIL PASS FAIL) or three flips or more, and
         it fails now or failed in the previous run. A flaky item is listed as flaky, not as a new failure or a
-        fix. A clean break then a fix (PASS PASS FAIL FAIL PASS) is a fix."""
+        fix. A clean break then a fix (PASS PASS FAIL FAIL PASS) is a fix. A FLAKY cell (failed, then passed
+        on its retry) is flaky."""
         job = run.job or run.job_file
         prev = self.previous(run)
         out = Changes(prev)
@@ -242,7 +251,7 @@ class History:
             flips = sum(1 for x, y in zip(seen, seen[1:], strict=False) if x != y)
             blip = any(seen[i - 1] == seen[i + 1] != seen[i] for i in range(1, len(seen) - 1))
             change = Change(*key, before, now, "".join(LETTER.get(s, "?") if s else "." for s in statuses))
-            if (flips >= 3 or blip) and (now in FAILING or before in FAILING):
+            if now == "FLAKY" or ((flips >= 3 or blip) and (now in FAILING or before in FAILING)):
                 out.flaky.append(change)
             elif now in FAILING and before == "PASS":
                 out.new_failures.append(change)
