@@ -103,6 +103,8 @@ def main(out: Path, run_dirs: list[Path], history: Path | None = None) -> int:
     import sys
 
     merged = merge(out, run_dirs)
+    if history is None:  # as `farm run` does: the history database beside the run directories
+        history = out.resolve().parent / "history.sqlite"
     try:
         from . import report
 

@@ -144,7 +144,6 @@ class Scheduler:
         cell_dir = self.out / "cells" / cell.kernel / cell.cpu / cell.test
         cell_dir.mkdir(parents=True, exist_ok=True)
         cell.kernel_image = str(prepared.image or "")
-        cell.kernel_build = prepared.build
         if prepared.error:
             self._finish(cell, "ERROR", "build", prepared.error)
             if prepared.error_lines:
@@ -296,6 +295,7 @@ class Scheduler:
                 if self.stopping.is_set():
                     break
                 prepared[k] = prepare_kernel(self.catalog.kernels[k], builder, tests, self.progress.note)
+                self.run_record.kernels[k]["build"] = prepared[k].build
             self._confirm_kvm(prepared)
             cells = [c for c in self.run_record.cells if not c.done and c.kernel in prepared]
             self.progress.start(len(cells))

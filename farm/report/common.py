@@ -148,3 +148,8 @@ class quiet_gc:
         if self.was:
             gc.enable()
         return False
+
+
+def kernel_builds(run) -> dict[str, dict]:
+    """Build metadata per kernel (kept once per kernel in run.kernels, not in every cell)."""
+    return {k: info["build"] for k, info in run.kernels.items() if isinstance(info, dict) and info.get("build")}

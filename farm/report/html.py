@@ -19,7 +19,7 @@ from ..results.history import Changes
 from ..results.run import FAILING, Run
 from ..vm.console import CRASH_PATTERNS
 from . import abtest
-from .common import atomic_write, build_commands, build_summary, clean, farm_command, quiet_gc
+from .common import atomic_write, build_commands, build_summary, clean, farm_command, kernel_builds, quiet_gc
 from .common import tail as _read_tail
 from .common import verdict as _verdict
 
@@ -136,10 +136,7 @@ def render(run: Run, run_dir: Path, comparisons: list[abtest.Comparison] | None 
         for f in c.filtered_features:
             if f not in d["filtered_features"]:
                 d["filtered_features"].append(f)
-    builds: dict[str, dict] = {}
-    for c in run.cells:
-        if c.kernel_build and c.kernel not in builds:
-            builds[c.kernel] = c.kernel_build
+    builds = kernel_builds(run)
     kernel_names = list(dict.fromkeys(c.kernel for c in run.cells))
     kernels = [{"name": k, "info": run.kernels.get(k) or {}, "build": builds.get(k) or {},
                 "summary": build_summary(builds.get(k) or {}), "commands": build_commands(builds.get(k) or {})}

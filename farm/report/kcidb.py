@@ -21,7 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..results.run import Cell, Run
-from .common import atomic_write, build_commands, quiet_gc
+from .common import atomic_write, build_commands, kernel_builds, quiet_gc
 
 ORIGIN = "farm"
 VERSION = {"major": 5, "minor": 3}
@@ -106,10 +106,7 @@ def _test(build_id: str, status: str, ident: str, path: str, excerpt: str, misc:
 def render(run: Run, base_url: str | None = None) -> dict:
     """The KCIDB document. base_url: where the run directory is published (for log_url), if anywhere."""
     started = _time(run.started)
-    builds_meta: dict[str, dict] = {}
-    for c in run.cells:
-        if c.kernel_build and c.kernel not in builds_meta:
-            builds_meta[c.kernel] = c.kernel_build
+    builds_meta = kernel_builds(run)
     kernels = list(dict.fromkeys([*(c.kernel for c in run.cells), *run.kernels]))
     checkouts, builds, tests = [], [], []
     for k in kernels:

@@ -75,7 +75,7 @@ def make_run(run_dir: Path, kernels=("linux-6.1", "linux-6.1-xcr0"), cpus=("Broa
                     if status == "CRASH" else [],
                     exit_status=0 if status in ("PASS", "FLAKY") else 1,
                     attempts={"PENDING": 0, "FLAKY": 2}.get(status, 1),
-                    kernel_image="/cache/bzImage", kernel_build=build_meta(k, k.endswith("xcr0")),
+                    kernel_image="/cache/bzImage",
                     files={"console": f"{rel}/console.log", "output": f"{rel}/output.txt",
                            "qemu_log": f"{rel}/qemu.log"} if files and status != "PENDING" else {},
                 )
@@ -96,5 +96,6 @@ def make_run(run_dir: Path, kernels=("linux-6.1", "linux-6.1-xcr0"), cpus=("Broa
                                        "accel": "tcg", "accel_reason": "no /dev/kvm"},
                kernels={k: {"description": f"{k} <b>desc</b>", "baseline": "linux-6.1" if k.endswith("xcr0") else None,
                             "source": "linux-source-6.1" if k != "stock" else "prebuilt",
-                            "patches": ["patches/xcr0"] if k.endswith("xcr0") else []} for k in kernels},
+                            "patches": ["patches/xcr0"] if k.endswith("xcr0") else [],
+                            "build": build_meta(k, k.endswith("xcr0"))} for k in kernels},
                cells=cells)

@@ -12,7 +12,7 @@ from pathlib import Path
 from ..results.history import Changes
 from ..results.run import FAILING, STATUSES, Run
 from . import abtest
-from .common import ascii_line, build_summary, farm_command, verdict
+from .common import ascii_line, build_summary, farm_command, kernel_builds, verdict
 
 WIDTH = 72
 MAX_LISTED = 25  # rows per list; the HTML report and `farm compare` have them all
@@ -108,10 +108,7 @@ def render(run: Run, comparisons: list[abtest.Comparison] | None = None, changes
             + (f" ({host['accel_reason']})" if host.get("accel_reason") else "") + ".")
     add()
     add("Tree and series tested")
-    builds = {}
-    for c in run.cells:
-        if c.kernel_build and c.kernel not in builds:
-            builds[c.kernel] = c.kernel_build
+    builds = kernel_builds(run)
     for kernel in dict.fromkeys([*run.kernels, *(c.kernel for c in run.cells)]):
         info = run.kernels.get(kernel) or {}
         patches = info.get("patches") or []

@@ -38,7 +38,6 @@ class Cell:
     host: str = ""  # which farm host ran it ("local" or an inventory name)
     retried_from: list[str] = field(default_factory=list)  # hosts lost while running it
     kernel_image: str = ""
-    kernel_build: dict = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)  # name -> path relative to the run dir
 
     @property
@@ -57,7 +56,7 @@ class Run:
     interrupted: bool = False
     resumed: list[str] = field(default_factory=list)  # when --resume picked the run up again
     host: dict = field(default_factory=dict)
-    kernels: dict[str, dict] = field(default_factory=dict)  # name -> description, source, patches
+    kernels: dict[str, dict] = field(default_factory=dict)  # name -> description, source, patches, build
     cells: list[Cell] = field(default_factory=list)
     schema: int = SCHEMA
 
