@@ -20,6 +20,7 @@ from .guest.image import PAYLOAD_DIR, GuestImage, ImageBuilder
 from .guest.keys import client_key
 from .paths import cache_root
 from .progress import Progress
+from .results.history import History
 from .results.run import Cell, Run, RunWriter
 from .vm import qemu
 from .vm.accel import Accel
@@ -89,6 +90,12 @@ def prepare_kernel(kernel: Kernel, builder: ImageBuilder, tests: list[Test], not
     except FarmError as e:
         return PreparedKernel(image, None, build, f"guest image: {e}")
     return PreparedKernel(image, guest, build)
+
+
+def longest_first(cells: list[Cell], past: dict[tuple[str, str, str], float]) -> list[Cell]:
+    """Longest cells first by their past durations (unknown ones first of all: they may be long),
+    so a run does not end waiting on one slow cell. Stable: ties keep the job's order."""
+    return sorted(cells, key=lambda c: -past.get((c.kernel, c.cpu, c.test), float("inf")))
 
 
 class Scheduler:
@@ -299,7 +306,7 @@ class Scheduler:
             self._confirm_kvm(prepared)
             cells = [c for c in self.run_record.cells if not c.done and c.kernel in prepared]
             self.progress.start(len(cells))
-            self.queue.extend(cells)
+            self.queue.extend(self._longest_first(cells))
             workers = [threading.Thread(target=self._worker, args=(pool, prepared), daemon=True,
                                         name=f"{getattr(pool, 'name', 'local')}#{i}")
                        for pool, slots in self.pools for i in range(slots)]
@@ -350,6 +357,15 @@ class Scheduler:
                 if not c.done:
                     c.accel = "tcg"
             self.writer.save()
+
+    def _longest_first(self, cells: list[Cell]) -> list[Cell]:
+        past: dict = {}
+        try:
+            with History(self.out.parent / "history.sqlite", create=False) as db:
+                past = db.durations()
+        except (FarmError, OSError):
+            pass  # no history yet, or a damaged one: keep the job's order
+        return longest_first(cells, past)
 
     def _worker(self, pool: Pool, prepared: dict[str, PreparedKernel]) -> None:
         """One slot: take cells until none are left. A lost host gives its cell back and stops."""

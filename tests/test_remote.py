@@ -50,7 +50,7 @@ class Lab:
             "        ansible_user: farm",
             "        farm_known_hosts: known_hosts",
             "        farm_host_apt_update: false",
-            f"        farm_host_wheelhouse: {wheelhouse}",
+            f"        farm_host_pip_args: --no-index --find-links {wheelhouse}",  # the namespaces see this folder
             f"        farm_host_orchestrator_pubkey_file: {self.key.path}.pub",
             "      hosts:",
         ]
@@ -62,7 +62,9 @@ class Lab:
 
     def playbook(self) -> subprocess.CompletedProcess:
         env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible" / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-                   ANSIBLE_SSH_ARGS=f"-o ControlMaster=no -o UserKnownHostsFile={self.known_hosts} "
+                   # one connection per host for the whole play, gone 2 s after it
+                   ANSIBLE_SSH_ARGS=f"-o ControlMaster=auto -o ControlPersist=2s -o ControlPath={self.dir}/cp-%C "
+                                    f"-o UserKnownHostsFile={self.known_hosts} "
                                     f"-o StrictHostKeyChecking=yes -o GlobalKnownHostsFile=/dev/null",
                    ANSIBLE_LOCAL_TEMP=str(self.dir / "ansible-tmp"), PATH=f"{ANSIBLE}:{os.environ['PATH']}")
         return subprocess.run(

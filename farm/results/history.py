@@ -42,6 +42,14 @@ CREATE TABLE IF NOT EXISTS results (
 );
 CREATE INDEX IF NOT EXISTS results_by_item ON results (test, cpu, kernel, name);
 CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job, started);
+CREATE TABLE IF NOT EXISTS durations (  -- seconds each cell took, for scheduling the longest first
+    run_id  TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    kernel  TEXT NOT NULL,
+    cpu     TEXT NOT NULL,
+    test    TEXT NOT NULL,
+    seconds REAL NOT NULL,
+    PRIMARY KEY (run_id, kernel, cpu, test)
+);
 """
 
 
@@ -177,7 +185,18 @@ class History:
             self.db.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?)",
                             (run.run_id, run.job or run.job_file, run.started or "", run.finished, now))
             self.db.executemany("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            self.db.execute("DELETE FROM durations WHERE run_id = ?", (run.run_id,))
+            self.db.executemany("INSERT OR REPLACE INTO durations VALUES (?, ?, ?, ?, ?)",
+                                [(run.run_id, c.kernel, c.cpu, c.test, float(c.timings["total"]))
+                                 for c in run.cells if c.timings.get("total")])
         return len(rows)
+
+    def durations(self) -> dict[tuple[str, str, str], float]:
+        """The latest known seconds per (kernel, cpu, test)."""
+        q = ("SELECT d.kernel, d.cpu, d.test, d.seconds FROM durations d JOIN runs USING (run_id) "
+             "ORDER BY runs.started, d.run_id")
+        with self._guard():
+            return {(k, c, t): secs for k, c, t, secs in self.db.execute(q)}
 
     # --- reading -------------------------------------------------------------------------------
 

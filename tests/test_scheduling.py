@@ -1,0 +1,28 @@
+"""Scheduling order from the history database's past durations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from farm.results.history import History
+from farm.results.run import Cell, Run
+from farm.scheduler import longest_first
+
+
+def _cell(cpu: str, total: float | None = None) -> Cell:
+    c = Cell(id=f"k/{cpu}/t", kernel="k", cpu=cpu, test="t", status="PASS")
+    if total is not None:
+        c.timings["total"] = total
+    return c
+
+
+def test_longest_first_from_recorded_durations(tmp_path: Path):
+    run = Run(run_id="r1", job="j", job_file="j.yaml", started="2026-01-01T00:00:00",
+              cells=[_cell("a", 5.0), _cell("b", 50.0), _cell("c", 20.0)])
+    with History(tmp_path / "h.sqlite") as db:
+        db.record(run)
+        past = db.durations()
+    assert past[("k", "b", "t")] == 50.0
+    todo = [_cell("a"), _cell("b"), _cell("c"), _cell("new")]
+    assert [c.cpu for c in longest_first(todo, past)] == ["new", "b", "c", "a"]
+    assert [c.cpu for c in longest_first(todo, {})] == ["a", "b", "c", "new"]  # no history: the job's order
