@@ -62,6 +62,16 @@ class Kernel:
 
 
 @dataclass(frozen=True)
+class SelftestBuild:
+    """Programs built from a kernel entry's own source tree (e.g. tools/testing/selftests/x86)."""
+
+    kernel: str  # the kernel entry whose pristine source tree is used
+    dir: str  # folder inside the tree, built with make OUTPUT=...
+    select: str = "*"  # which built files are the tests (a glob)
+    make: tuple[str, ...] = ()  # extra make variables, NAME=value
+
+
+@dataclass(frozen=True)
 class Test:
     name: str
     description: str
@@ -69,9 +79,11 @@ class Test:
     run: tuple[str, ...]  # argv in the guest; argv[0] is a payload name, found under the payload dir
     sources: tuple[Path, ...] = ()  # C sources built static with the host compiler
     cflags: tuple[str, ...] = ()
-    binary: Path | None = None  # a prebuilt static binary instead of sources
+    binary: Path | None = None  # a prebuilt static binary (or a folder of them) instead of sources
+    selftests: SelftestBuild | None = None  # a folder of programs built from a kernel tree
     format: str = "ktap"  # "ktap" or "exit-code"
     timeout: float = 120.0
+    case_timeout: float = 60.0  # each program of a folder test
 
 
 @dataclass(frozen=True)
@@ -136,6 +148,13 @@ class Catalog:
                 raise InputError(f"{kernel.path}: kernel '{name}' has neither 'prebuilt' nor 'source'")
         for path in self._files("guests/tests"):
             self._add(self.tests, _load_test(path, self._show(path)), path)
+        for test in self.tests.values():
+            if test.selftests:
+                k = self.kernels.get(test.selftests.kernel)
+                if not k or not k.source:
+                    built = ", ".join(n for n, x in self.kernels.items() if x.source) or "none"
+                    raise InputError(f"{test.path}: field 'selftests.kernel': '{test.selftests.kernel}' is not a "
+                                     f"kernel built from source (known: {built})")
         for path in self._files("jobs"):
             self.jobs[path.stem] = path
 
@@ -295,6 +314,18 @@ def _load_test(path: Path, shown: Path) -> Test:
             raise InputError(f"{doc.where('sources')}: field 'sources': no such file {p}")
         sources.append(p)
     binary = f.str("binary")
+    selftests = None
+    sdoc = f.mapping("selftests")
+    if sdoc is not None:
+        sf = Fields(sdoc, "selftests")
+        selftests = SelftestBuild(kernel=sf.str("kernel", required=True), dir=sf.str("dir", required=True),
+                                  select=sf.str("select", "*"), make=tuple(sf.str_list("make")))
+        sf.done()
+        if selftests.dir.startswith("/") or ".." in Path(selftests.dir).parts:
+            raise InputError(f"{sdoc.where('dir')}: field 'dir': must be a folder inside the kernel tree")
+        for var in selftests.make:
+            if not re.match(r"^[A-Z_][A-Z0-9_]*=", var):
+                raise InputError(f"{sdoc.where('make')}: field 'make': {var!r} is not a NAME=value make variable")
     fmt = f.str("format", "ktap")
     test = Test(
         name=_name(f),
@@ -304,14 +335,16 @@ def _load_test(path: Path, shown: Path) -> Test:
         sources=tuple(sources),
         cflags=tuple(f.str_list("cflags")),
         binary=folder / binary if binary else None,
+        selftests=selftests,
         format=fmt,
         timeout=float(f.number("timeout", 120.0)),
+        case_timeout=float(f.number("case_timeout", 60.0)),
     )
     f.done()
     if fmt not in KTAP_FORMATS:
         raise InputError(f"{doc.where('format')}: field 'format': '{fmt}' is not one of {', '.join(KTAP_FORMATS)}")
-    if bool(test.sources) == bool(test.binary):
-        raise InputError(f"{doc.where()}: test '{test.name}': give either 'sources' or 'binary'")
+    if sum(map(bool, (test.sources, test.binary, test.selftests))) != 1:
+        raise InputError(f"{doc.where()}: test '{test.name}': give one of 'sources', 'binary' or 'selftests'")
     if "/" in test.run[0]:
         raise InputError(f"{doc.where('run')}: field 'run': argv[0] must be a payload name, not a path")
     return test

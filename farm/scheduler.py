@@ -293,7 +293,7 @@ class Scheduler:
     def run(self) -> Run:
         self.out.mkdir(parents=True, exist_ok=True)
         self.writer.save()
-        builder = ImageBuilder(cache_root(), self.catalog.root / "guests", self.key)
+        builder = ImageBuilder(cache_root(), self.catalog.root / "guests", self.key, self.catalog.kernels)
         tests = [self.catalog.tests[t] for t in self.tests]
         try:
             prepared = {}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,16 +16,9 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 @pytest.fixture
 def farm_root(tmp_path: Path) -> Path:
     """A copy of the repo's data folders, which a test may edit or add broken files to."""
-    root = tmp_path / "farm"
-    for sub in ("cpumodels", "jobs", "guests"):
-        shutil.copytree(REPO / sub, root / sub)
-    (root / "kernels").mkdir(parents=True)
-    for item in (REPO / "kernels").iterdir():
-        if item.suffix == ".yaml":
-            shutil.copy(item, root / "kernels")
-        elif item.is_dir():
-            (root / "kernels" / item.name).symlink_to(item)
-    return root
+    from .faultlib import make_root
+
+    return make_root(tmp_path)
 
 
 def run_farm(*args: str, root: Path | None = None, timeout: float = 900, env: dict | None = None):

@@ -48,7 +48,11 @@ def make_root(tmp: Path) -> Path:
     for sub in ("cpumodels", "jobs", "guests"):
         shutil.copytree(REPO / sub, root / sub)
     (root / "kernels").mkdir()
-    shutil.copy(REPO / "kernels" / "stock.yaml", root / "kernels")
+    for item in (REPO / "kernels").iterdir():
+        if item.suffix == ".yaml":
+            shutil.copy(item, root / "kernels")
+        elif item.is_dir():
+            (root / "kernels" / item.name).symlink_to(item)
     return root
 
 

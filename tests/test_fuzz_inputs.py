@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from hypothesis import strategies as st
 
 from farm import cli
 
-from .conftest import REPO
+from . import faultlib
 
 EXAMPLES = 350
 
@@ -55,12 +54,7 @@ KERNEL = _doc(["name", "description", "extends", "prebuilt", "source", "config",
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("fuzz") / "farm"
-    for sub in ("cpumodels", "jobs", "guests"):
-        shutil.copytree(REPO / sub, root / sub)
-    (root / "kernels").mkdir()
-    shutil.copy(REPO / "kernels" / "stock.yaml", root / "kernels")
-    return root
+    return faultlib.make_root(tmp_path_factory.mktemp("fuzz"))
 
 
 def _check(root: Path, path: Path, text: str, args: list[str]) -> None:

@@ -147,6 +147,8 @@ class History:
             elif version != SCHEMA_VERSION or not {"runs", "results"} <= tables:
                 raise InputError(f"{self.path}: not a farm history database (schema {version}, tables "
                                  f"{', '.join(sorted(tables)) or 'none'})")
+            elif "durations" not in tables:  # added within schema 1: create it in place
+                self.db.executescript(_SCHEMA)
             self.db.execute("PRAGMA foreign_keys = ON")
 
     # --- plumbing ------------------------------------------------------------------------------

@@ -117,6 +117,9 @@ class RemotePool(Pool):
         self._lock = threading.Lock()
         self._upload_lock = threading.Lock()
         self._present: set[str] = set()
+        self._watch: threading.Thread | None = None
+        self.probe_interval = 3.0  # the watchdog's `true` on the host, every this many seconds ...
+        self.probe_timeout = 5.0  # ... and two answers missing this long mean the host is gone
 
     # --- the host connection -------------------------------------------------------------------------
 
@@ -204,6 +207,30 @@ class RemotePool(Pool):
     def transport(self) -> paramiko.Transport:
         return self.connect().transport
 
+    def _watchdog(self, conn: fabric.Connection) -> None:
+        """A host that stops answering (cut off, powered down) leaves TCP hanging for minutes: probe it, and
+        when it misses twice, close its connection, so every guest on it ends now and raises HostLost."""
+        misses = 0
+        while self._conn is conn and conn.transport and conn.transport.is_active():
+            time.sleep(self.probe_interval)
+            if self._conn is not conn:
+                return
+            if self.alive(self.probe_timeout):
+                misses = 0
+                continue
+            misses += 1
+            if misses >= 2 and conn.transport:
+                conn.transport.close()
+                return
+
+    def _start_watchdog(self) -> None:
+        with self._lock:
+            conn = self._conn
+            if conn and not (self._watch and self._watch.is_alive()):
+                self._watch = threading.Thread(target=self._watchdog, args=(conn,), daemon=True,
+                                               name=f"watchdog:{self.name}")
+                self._watch.start()
+
     def close(self) -> None:
         with self._lock:
             if self._conn:
@@ -284,6 +311,7 @@ class RemotePool(Pool):
     def create(self, spec: MachineSpec, workdir: Path, boot_timeout: float) -> RemoteInstance:
         try:
             self.ready()
+            self._start_watchdog()
         except HostKeyRejected as e:
             raise HostLost(str(e)) from None
         except InfraError as e:
@@ -498,7 +526,8 @@ class RemoteInstance(Instance):
         if self.chan is not None:
             try:
                 self.chan.shutdown_write()  # the wrapper's watchdog sees EOF and ends QEMU
-                self.chan.status_event.wait(5)
+                if not self.chan.closed and self.pool.alive(2.0):
+                    self.chan.status_event.wait(5)
             except (OSError, EOFError, paramiko.SSHException):
                 pass
             self.chan.close()

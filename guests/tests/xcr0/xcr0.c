@@ -130,6 +130,16 @@ static inline uint64_t xgetbv0(void)
 	return lo | ((uint64_t)hi << 32);
 }
 
+static int have_ospke;		/* CPUID.7.0:ECX.OSPKE */
+
+static inline uint32_t rdpkru(void)
+{
+	uint32_t eax, edx;
+
+	asm volatile(".byte 0x0f,0x01,0xee" : "=a"(eax), "=d"(edx) : "c"(0));
+	return eax;
+}
+
 static long arch_prctl(long code, unsigned long arg)
 {
 	return syscall(SYS_arch_prctl, code, arg);
@@ -248,6 +258,19 @@ static long vec_syscall(int ymm, long nr, long a1, long a2, long a3,
 			       [in] "r"(in), [out] "r"(out)
 			     : "rcx", "r11", "memory", VCLOB);
 	return ret;
+}
+
+/* arch_prctl(ARCH_SET_XCR0, reg) and a sched_yield() loop, inside asm */
+#define SETX(reg) "mov $158, %%eax\n\tmov $0x1042, %%edi\n\tmov %" reg ", %%rsi\n\tsyscall\n\t"
+#define YIELD_LOOP "1: mov $24, %%eax\n\tsyscall\n\tdec %[cnt]\n\tjnz 1b\n\t"
+
+/* Load ymm0-15, SET(@off), SET(@on), store ymm0-15: no AVX in between. */
+static void ymm_off_on(const struct vregs *in, struct vregs *out, uint64_t off, uint64_t on)
+{
+	asm volatile(X16(LDY) SETX("[offv]") SETX("[onv]") X16(STY)
+		     :
+		     : [in] "r"(in), [out] "r"(out), [offv] "r"(off), [onv] "r"(on)
+		     : "rax", "rdi", "rsi", "rcx", "r11", "memory", VCLOB);
 }
 
 static void fill_vregs(struct vregs *v, uint64_t seed)
@@ -408,6 +431,7 @@ static int xsave_check(uint64_t v)
 static void try_reduction(const char *name, uint64_t v, const char *why_not)
 {
 	unsigned int want, got;
+	uint32_t pkru;
 	long r;
 	int ok;
 
@@ -424,6 +448,7 @@ static void try_reduction(const char *name, uint64_t v, const char *why_not)
 		     (unsigned long long)v);
 		return;
 	}
+	pkru = have_ospke ? rdpkru() : 0;
 	r = set_xcr0(v);
 	if (r) {
 		diag("SET(%#llx) = %ld", (unsigned long long)v, r);
@@ -431,6 +456,11 @@ static void try_reduction(const char *name, uint64_t v, const char *why_not)
 		return;
 	}
 	ok = check_xcr0_is(v, name);
+	/* PKRU keeps its value and keeps protecting memory (CR4.PKE) */
+	if (have_ospke && rdpkru() != pkru) {
+		diag("PKRU changed from %#x to %#x", pkru, rdpkru());
+		ok = 0;
+	}
 	want = xsave_size(v);
 	got = cpuid_xsave_size();
 	if (want != got) {
@@ -456,11 +486,7 @@ static void reenable_init(void)
 		return;
 	}
 	fill_vregs(&in, 0x1234);
-	/* ymm loaded, then XCR0 lowered to x87|SSE by the syscall itself */
-	vec_syscall(1, SYS_arch_prctl, ARCH_SET_XCR0, reduced, 0, &in, &out);
-	ok &= check_xcr0_is(reduced, "reduced");
-	set_xcr0(kxcr0);
-	asm volatile(X16(STY) :: [out] "r"(&out) : "memory");
+	ymm_off_on(&in, &out, reduced, kxcr0);
 	for (i = 0; i < 16; i++) {
 		static const uint8_t zero[16];
 
@@ -469,7 +495,13 @@ static void reenable_init(void)
 			ok = 0;
 			break;
 		}
+		if (memcmp(out.r[i], in.r[i], 16)) {
+			diag("xmm%d lost its contents", i);
+			ok = 0;
+			break;
+		}
 	}
+	ok &= check_xcr0_is(kxcr0, "after off/on");
 	result(ok, "reenable_avx_shows_init");
 }
 
@@ -739,8 +771,6 @@ static int reenable_sees_zeros(void)
 	memset(in, 0x33, sizeof(in));
 	memset(out, 0xee, sizeof(out));
 
-#define SETX(reg) "mov $158, %%eax\n\tmov $0x1042, %%edi\n\tmov %" reg ", %%rsi\n\tsyscall\n\t"
-#define YIELD_LOOP "1: mov $24, %%eax\n\tsyscall\n\tdec %[cnt]\n\tjnz 1b\n\t"
 	if (wide512)
 		asm volatile("vmovdqu64 (%[in]), %%zmm0\n\t"
 			     "vmovdqu64 64(%[in]), %%zmm16\n\t"
@@ -1122,7 +1152,11 @@ static void group8(void)
 			     (unsigned long long)ok_r.xfeatures, ok_r.xstate_size,
 			     ok_r.ext_size, ok_r.frame_used, (unsigned long long)ok_k.xfeatures,
 			     ok_k.frame_used, (unsigned long long)fxf, fsize);
-		if (ok_r.xstate_bv & ~v) {
+		/*
+		 * PKRU is exempt: the kernel manages it with WRPKRU whatever
+		 * XCR0 says, keeps it in the frame and restores it on sigreturn.
+		 */
+		if (ok_r.xstate_bv & ~v & ~XF_PKRU) {
 			diag("frame XSTATE_BV %#llx claims components outside %#llx",
 			     (unsigned long long)ok_r.xstate_bv, (unsigned long long)v);
 			ok = 0;
@@ -1382,6 +1416,8 @@ int main(int argc, char **argv)
 
 	cpuid_count(1, 0, &a, &b, &c, &d);
 	have_xsave = !!(c & (1U << 27));
+	cpuid_count(7, 0, &a, &b, &c, &d);
+	have_ospke = !!(c & (1U << 4));
 	ncpus = sysconf(_SC_NPROCESSORS_ONLN);
 	if (ncpus < 1)
 		ncpus = 1;
