@@ -9,7 +9,8 @@ in metadata.json (argv, cwd, env), replayed with subprocess in a parallel raw wo
   edit  one .c file changed (arch/x86/kernel/process.c, through a one-patch series), incremental make
   hit   the same kernel again: the farm returns it from its cache; raw is a no-op `make` in the built tree
 Goal: farm <= 1.05x raw for cold/warm/edit, cache hit <= 1 s. The bench uses its own cache
-(default /var/tmp/farm-bench-cache) and wipes its kernels/, work/ and ccache/ as each stage needs.
+(default /var/tmp/farm-bench-cache) and wipes its kernels/, work/ and ccache/ as each stage needs;
+raw and farm share the ccache dir, which is emptied before each side's cold run.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -49,12 +52,12 @@ def patch_text(pristine: Path, n: int) -> str:
     )
 
 
-def replay(commands: list[dict], farm_work: Path, raw_work: Path, raw_ccache: Path, skip=()) -> float:
-    """Run the farm's recorded commands with the work dir and ccache dir swapped for the raw ones."""
-    farm_ccache = str(paths.cache_root().resolve() / "ccache")
+def replay(commands: list[dict], farm_work: Path, raw_work: Path, skip=()) -> float:
+    """Run the farm's recorded commands with the farm's work dir swapped for the raw one (same ccache dir:
+    it is emptied before each cold run, so warm runs of both sides start from the same ccache)."""
 
     def swap(s: str) -> str:
-        return s.replace(str(farm_work), str(raw_work)).replace(farm_ccache, str(raw_ccache))
+        return s.replace(str(farm_work), str(raw_work))
 
     start = time.monotonic()
     for c in commands:
@@ -77,6 +80,7 @@ def main() -> int:
     ap.add_argument("--cache", default="/var/tmp/farm-bench-cache")
     ap.add_argument("--stages", default="cold,warm,edit,hit")
     ap.add_argument("--jobs", type=int, default=None)
+    ap.add_argument("--repeat", type=int, default=3, help="edit and hit runs (the median is reported)")
     args = ap.parse_args()
     stages = args.stages.split(",")
     os.environ["FARM_CACHE"] = args.cache
@@ -96,7 +100,6 @@ def main() -> int:
 
     work = cache / "work" / build._work_id(res, kernel)
     raw = cache / "raw"
-    raw_ccache = cache / "raw-ccache"
     quiet = lambda s: None  # noqa: E731
     rows: list[tuple[str, float, float | None, str]] = []
 
@@ -114,12 +117,13 @@ def main() -> int:
 
     commands = None
     if "cold" in stages:
-        for d in (cache / "kernels", cache / "work", cache / "ccache", raw, raw_ccache):
+        for d in (cache / "kernels", cache / "work", cache / "ccache", raw):
             shutil.rmtree(d, ignore_errors=True)
         farm_s, built = farm(0)
         commands = built.metadata["commands"]
+        shutil.rmtree(cache / "ccache")
         raw.mkdir(parents=True)
-        raw_s = replay(commands, work, raw, raw_ccache, skip=("tar",))
+        raw_s = replay(commands, work, raw, skip=("tar",))
         report("cold", farm_s, raw_s, f"ccache {built.metadata['ccache']}")
     if commands is None:  # later stages need a built work dir and the recorded commands
         shutil.rmtree(cache / "kernels", ignore_errors=True)
@@ -128,7 +132,7 @@ def main() -> int:
         if not (raw / "build").is_dir():
             shutil.rmtree(raw, ignore_errors=True)
             raw.mkdir(parents=True)
-            replay(commands, work, raw, raw_ccache, skip=("tar",))
+            replay(commands, work, raw, skip=("tar",))
     make_only = [c for c in commands if c["argv"][0] == "make"]
     if "warm" in stages:
         shutil.rmtree(cache / "kernels", ignore_errors=True)
@@ -136,23 +140,42 @@ def main() -> int:
         (work / "config.stamp").unlink(missing_ok=True)
         farm_s, built = farm(0)
         shutil.rmtree(raw / "build")
-        raw_s = replay(commands, work, raw, raw_ccache, skip=("tar", "cp", "git"))
+        raw_s = replay(commands, work, raw, skip=("tar", "cp", "git"))
         report("warm", farm_s, raw_s, f"ccache {built.metadata['ccache']}")
     if "edit" in stages:
-        shutil.rmtree(cache / "kernels", ignore_errors=True)
-        farm_s, built = farm(1)
-        assert built.metadata["incremental"]
-        f = raw / "src" / TARGET
-        text = f.read_text().replace("farm_bench_0", "farm_bench_1")
-        f.unlink()  # never write through a hard link into the pristine tree
-        f.write_text(text)
-        raw_s = replay(make_only, work, raw, raw_ccache)
-        report("edit", farm_s, raw_s, f"make {built.metadata['durations']['make']:.2f} s in the farm")
+        farm_times, raw_times, make_times = [], [], []
+        for new in range(1, args.repeat + 1):
+
+            def farm_side(new=new) -> None:
+                shutil.rmtree(cache / "kernels", ignore_errors=True)
+                farm_s, built = farm(new)
+                assert built.metadata["incremental"] and not built.cache_hit
+                farm_times.append(farm_s)
+                make_times.append(built.metadata["durations"]["make"])
+
+            def raw_side(new=new) -> None:
+                f = raw / "src" / TARGET
+                text = re.sub(r"farm_bench_\d+", f"farm_bench_{new}", f.read_text())
+                f.unlink()  # never write through a hard link into the pristine tree
+                f.write_text(text)
+                raw_times.append(replay(make_only, work, raw))
+
+            for side in (farm_side, raw_side) if new % 2 else (raw_side, farm_side):  # alternate the order
+                side()
+        last = args.repeat
+        overhead = statistics.median(f - m for f, m in zip(farm_times, make_times, strict=True))
+        note = f"median of {args.repeat}; farm time outside make {overhead:.3f} s"
+        report("edit", statistics.median(farm_times), statistics.median(raw_times), note)
+    else:
+        last = 0
     if "hit" in stages:
-        farm_s, built = farm(1)
-        assert built.cache_hit
-        raw_s = replay(make_only, work, raw, raw_ccache)
-        report("hit", farm_s, raw_s, "raw = no-op make in the built tree")
+        farm_times, raw_times = [], []
+        for _ in range(args.repeat):
+            farm_s, built = farm(last)
+            assert built.cache_hit
+            farm_times.append(farm_s)
+            raw_times.append(replay(make_only, work, raw))
+        report("hit", statistics.median(farm_times), statistics.median(raw_times), "raw = no-op make in the built tree")
     print(json.dumps([dict(zip(("stage", "farm_s", "raw_s", "note"), r, strict=True)) for r in rows]))
     return 0
 

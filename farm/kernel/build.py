@@ -29,7 +29,7 @@ from .cache import digest_json, sha256_file
 from .errors import BuildError
 from .run import Runner
 
-__all__ = ["BuildError", "BuiltKernel", "build_kernel"]
+__all__ = ["BuildError", "BuiltKernel", "build_kernel", "cached_kernel", "kernel_key"]
 
 CC = "ccache gcc"
 # fixed so two builds of the same inputs give the same image
@@ -134,18 +134,33 @@ def _recipe(res, pristine, tree, build_dir, series, kernel, make_vars, make_argv
     return out
 
 
-def build_kernel(kernel: Kernel, log: Callable[[str], None] = print, jobs: int | None = None) -> BuiltKernel:
-    """Build kernel (or find it in the cache). Raises BuildError when it cannot be built."""
+def _plan(kernel: Kernel):
     if kernel.source is None:
         raise BuildError(f"kernel '{kernel.name}' has no source to build (prebuilt kernels are used as they are)")
     if kernel.config is None:
         raise BuildError(f"kernel '{kernel.name}' has no config recipe")
-    t0 = time.monotonic()
     res = source.resolve(kernel.source)
     series = patches.expand(kernel.patches)
     cfg_inputs = config.recipe_inputs(kernel.config)
     compiler = cache.compiler_version()
     key, inputs = cache.kernel_key(res.digest, [p.sha256 for p in series], cfg_inputs, compiler, kernel.image)
+    return res, series, cfg_inputs, compiler, key, inputs
+
+
+def kernel_key(kernel: Kernel) -> str:
+    """The content key build_kernel would use (no build; the tarball is hashed once per machine)."""
+    return _plan(kernel)[4]
+
+
+def cached_kernel(kernel: Kernel) -> BuiltKernel | None:
+    """The kernel from the cache if it was built before, else None; never builds."""
+    return _cached(kernel, kernel_key(kernel), Path(kernel.image).name, lambda s: None)
+
+
+def build_kernel(kernel: Kernel, log: Callable[[str], None] = print, jobs: int | None = None) -> BuiltKernel:
+    """Build kernel (or find it in the cache). Raises BuildError when it cannot be built."""
+    t0 = time.monotonic()
+    res, series, cfg_inputs, compiler, key, inputs = _plan(kernel)
     image_name = Path(kernel.image).name
 
     hit = _cached(kernel, key, image_name, log)
@@ -207,7 +222,7 @@ def _build(kernel, res, series, cfg_inputs, compiler, key, inputs, work, log, jo
                 )
             except BuildError as e:
                 e.log_path = log_path
-                runner.note(str(e))
+                runner.note("\n".join([e.message, *e.lines]))
                 raise
         stage("patch", t)
 

@@ -114,6 +114,8 @@ def store(
                 shutil.copyfile(path, tmp / name)
         (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
         final = entry_dir(key)
+        if final.exists() and lookup(key, image_name) is None:
+            shutil.rmtree(final)  # a damaged entry (no image or no metadata): replace it
         if final.exists():  # someone else finished the same key first: theirs is as good
             shutil.rmtree(tmp)
         else:

@@ -28,9 +28,4 @@ class BuildError(FarmError):
         self.patch = patch
 
     def __str__(self) -> str:
-        text = self.message
-        if self.lines:
-            text += "\n" + "\n".join("  " + line for line in self.lines[:20])
-        if self.log_path:
-            text += f"\n  (build log: {self.log_path})"
-        return text
+        return self.message  # one line; callers print .lines and .log_path as they see fit

@@ -24,6 +24,15 @@ MAKE_ERROR = re.compile(r"^make(\[\d+\])?: \*\*\* ")
 LINK_ERROR = re.compile(r"(undefined reference to|multiple definition of|ld: .*error)")
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
+
+
+def clean(text: str) -> str:
+    """A message without colour codes and with ASCII quotes (gcc's depend on the locale)."""
+    return ANSI.sub("", text).translate(QUOTES)
+
+
 def normalize(file: str, tree: Path, build_dir: Path) -> str:
     """A diagnostic's file as a path relative to the source tree (or 'O/...' for a generated file)."""
     p = Path(os.path.normpath(file if os.path.isabs(file) else build_dir / file))
@@ -40,6 +49,7 @@ def extract(lines: list[str], tree: Path | None = None, build_dir: Path | None =
     steps: dict[str, list[dict]] = {}
     current = "-"
     for line in lines:
+        line = clean(line)
         m = QUIET.match(line)
         if m:
             current = f"{m.group(1)} {m.group(2)}"
@@ -70,6 +80,7 @@ def extract(lines: list[str], tree: Path | None = None, build_dir: Path | None =
 
 def error_lines(lines: list[str]) -> list[str]:
     """The lines that say why a build failed: compiler/linker errors, then make's own."""
+    lines = [clean(ln) for ln in lines]
     errs = [ln for ln in lines if (DIAG.match(ln) or TOOL_DIAG.match(ln)) and " error: " in ln]
     errs += [ln for ln in lines if LINK_ERROR.search(ln) and ln not in errs]
     errs += [ln for ln in lines if MAKE_ERROR.match(ln)]
@@ -108,7 +119,7 @@ def _exists(build_dir: Path, step: str) -> bool:
 
 def signature(d: dict) -> tuple[str, str, str]:
     """What makes two diagnostics 'the same' across a patch: file, kind and message (lines move)."""
-    return (d["file"], d["kind"], d["message"])
+    return (d["file"], d["kind"], clean(d["message"]))
 
 
 def new_since(warnings: list[dict], baseline: list[dict]) -> list[dict]:
