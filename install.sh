@@ -12,6 +12,7 @@ packages=(
   gcc make libc6-dev ccache flex bison bc libelf-dev libssl-dev xz-utils git   # kernel and test builds
   python3 python3-venv python3-dev
   chromium                            # the report's browser test
+  openssh-server iproute2             # farm hosts in tests: network namespaces running sshd
 )
 missing=()
 for p in "${packages[@]}"; do

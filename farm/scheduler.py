@@ -119,6 +119,7 @@ class Scheduler:
         self.pools: list[tuple[Pool, int]] = pools if pools is not None else [(self.local, parallel)]
         self.queue: collections.deque[Cell] = collections.deque()
         self.queue_lock = threading.Lock()
+        self.in_flight = 0  # cells being run now: one may come back to the queue if its host is lost
         self.run_record = Run(
             run_id=out_dir.name, job=job.name, job_file=str(job.path), started=now(), argv=argv,
             host={"hostname": socket.gethostname(), "qemu": qemu.qemu_version(), "accel": accel.name,
@@ -371,9 +372,13 @@ class Scheduler:
         """One slot: take cells until none are left. A lost host gives its cell back and stops."""
         while not self.stopping.is_set():
             with self.queue_lock:
-                if not self.queue:
+                if not self.queue and not self.in_flight:
                     return
-                cell = self.queue.popleft()
+                cell = self.queue.popleft() if self.queue else None
+                self.in_flight += cell is not None
+            if cell is None:  # nothing queued, but a running cell may yet come back from a lost host
+                time.sleep(0.2)
+                continue
             try:
                 self._guarded(cell, prepared[cell.kernel], pool)
             except HostLost as e:
@@ -384,6 +389,9 @@ class Scheduler:
                     self.queue.appendleft(cell)
                 self.writer.save()
                 return
+            finally:
+                with self.queue_lock:
+                    self.in_flight -= 1
 
     def _guarded(self, cell: Cell, prepared: PreparedKernel, pool: Pool) -> None:
         """A cell's unexpected error is that cell's ERROR, never a traceback that ends the run."""

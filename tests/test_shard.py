@@ -115,3 +115,20 @@ def test_shard_option_runs_a_slice(tmp_path, farm_root):
     assert runs[0]["host"]["shard"] == "1/2"
     r = run_farm("run", "--shard", "3/2", "--out", str(tmp_path / "bad"), root=farm_root)
     assert r.returncode == 2 and "--shard" in r.stderr
+
+
+def test_ci_examples_shard_merge_and_keep_history():
+    import yaml
+
+    from .conftest import REPO
+
+    gh = yaml.safe_load((REPO / "ci-examples" / "github-actions.yml").read_text())
+    shards = gh["jobs"]["shard"]["strategy"]["matrix"]["shard"]
+    assert shards == list(range(1, int(gh["env"]["SHARDS"]) + 1))
+    steps = " ".join(str(s.get("run", "")) + str(s.get("uses", "")) for s in gh["jobs"]["merge"]["steps"])
+    assert "--shard" in str(gh["jobs"]["shard"]["steps"]) and "farm merge" in steps
+    assert "actions/cache/restore" in steps and "actions/cache/save" in steps and "deploy-pages" in steps
+    gl = yaml.safe_load((REPO / "ci-examples" / "gitlab-ci.yml").read_text())
+    assert gl["farm-shard"]["parallel"] >= 2 and "--shard" in " ".join(gl["farm-shard"]["script"])
+    assert "farm merge" in " ".join(gl["pages"]["script"]) and gl["pages"]["cache"]["paths"] == ["history/"]
+    assert (REPO / "docs" / "nightly-ci.md").is_file()

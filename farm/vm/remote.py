@@ -20,6 +20,7 @@ import shlex
 import threading
 import time
 import uuid
+import weakref
 from pathlib import Path
 
 import fabric
@@ -83,6 +84,9 @@ def remote_kvm_problem(cpuinfo: str, modules: str, dev_exists: bool, dev_rw: boo
         return f"{dev} exists but the CPU has no vmx/svm flag (nested or paravirtual KVM)"
     return None
 
+
+# Every pool with a connection, so an interrupted run can cut them all at once (kill_all).
+_POOLS: weakref.WeakSet = weakref.WeakSet()
 
 _DIGESTS: dict[tuple[str, int, int], str] = {}
 _DIGESTS_LOCK = threading.Lock()
@@ -174,6 +178,7 @@ class RemotePool(Pool):
                 raise HostLost(f"host {self.name} ({where}) is unreachable: {e}") from None
             conn.transport.set_keepalive(5)
             self._conn = conn
+            _POOLS.add(self)
             return conn
 
     def exec(self, command: str, timeout: float = 30.0) -> tuple[int, str, str]:
@@ -319,6 +324,15 @@ class RemotePool(Pool):
                 raise HostLost(str(e)) from None
             raise
         return RemoteInstance(self, spec, workdir, boot_timeout)
+
+
+def kill_all() -> None:
+    """On SIGINT/SIGTERM: close every host connection. Each host's wrapper then ends its QEMU, and every
+    worker blocked on a remote guest returns at once."""
+    for pool in list(_POOLS):
+        conn = pool._conn
+        if conn and conn.transport:
+            conn.transport.close()
 
 
 class _ChannelReader:
