@@ -84,6 +84,9 @@ class Test:
     format: str = "ktap"  # "ktap" or "exit-code"
     timeout: float = 120.0
     case_timeout: float = 60.0  # each program of a folder test
+    # Programs of a folder test that cannot work under an accelerator: {"tcg": {"prog": "why"}}. They are
+    # reported as SKIP with the reason (visible in every report), never silently left out.
+    skip: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -326,6 +329,16 @@ def _load_test(path: Path, shown: Path) -> Test:
         for var in selftests.make:
             if not re.match(r"^[A-Z_][A-Z0-9_]*=", var):
                 raise InputError(f"{sdoc.where('make')}: field 'make': {var!r} is not a NAME=value make variable")
+    skip: dict[str, dict[str, str]] = {}
+    skip_doc = f.mapping("skip")
+    if skip_doc is not None:
+        for accel_name, progs in skip_doc.items():
+            if accel_name not in ("tcg", "kvm"):
+                raise InputError(f"{skip_doc.where(accel_name)}: field 'skip': {accel_name!r} is not tcg or kvm")
+            if not isinstance(progs, Doc) or not all(isinstance(v, str) and v.strip() for v in progs.values()):
+                raise InputError(f"{skip_doc.where(accel_name)}: field 'skip.{accel_name}': expected a mapping "
+                                 "of program name to the reason it is skipped")
+            skip[accel_name] = dict(progs)
     fmt = f.str("format", "ktap")
     test = Test(
         name=_name(f),
@@ -339,6 +352,7 @@ def _load_test(path: Path, shown: Path) -> Test:
         format=fmt,
         timeout=float(f.number("timeout", 120.0)),
         case_timeout=float(f.number("case_timeout", 60.0)),
+        skip=skip,
     )
     f.done()
     if fmt not in KTAP_FORMATS:

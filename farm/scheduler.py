@@ -228,7 +228,8 @@ class Scheduler:
             cell.timings["boot_to_ssh"] = round(instance.boot.seconds_to_ssh, 3)
             self.progress.cell(cell, "testing")
             # FARM_ATTEMPT lets a test log which try it is; env keeps it an argv list, no shell involved.
-            argv = ["env", f"FARM_ATTEMPT={cell.attempts}", f"{PAYLOAD_DIR}/{test.run[0]}", *test.run[1:]]
+            argv = ["env", f"FARM_ATTEMPT={cell.attempts}", f"FARM_ACCEL={spec.accel}",
+                    f"{PAYLOAD_DIR}/{test.run[0]}", *test.run[1:]]
             result = instance.run(argv, timeout)
             cell.timings["test"] = round(result.seconds, 3)
             if result.lost or result.timed_out:

@@ -10,6 +10,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+# One cache for the whole suite (kernels, ccache, unpacked sources, guest images): the kernel build
+# tests and the job tests share their builds, and a second run of the suite is mostly cache hits.
+os.environ.setdefault("FARM_CACHE", "/var/tmp/farm-test-cache")
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 

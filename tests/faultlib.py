@@ -342,7 +342,7 @@ def two_runs_at_once(tmp: Path) -> Row:
     root = make_root(tmp)
     env = dict(os.environ, CI="true", FARM_ROOT=str(root))
     start = time.monotonic()
-    procs = [subprocess.Popen([sys.executable, "-m", "farm.cli", "run", "--cpu", "Broadwell", "-j", "1"],
+    procs = [subprocess.Popen([sys.executable, "-m", "farm.cli", "run", "--job", "probe", "--cpu", "Broadwell", "-j", "1"],
                               cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]

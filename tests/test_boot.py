@@ -26,7 +26,7 @@ pytestmark = pytest.mark.boot
 def skylake_run(tmp_path_factory) -> tuple[Path, dict, object]:
     """`farm run --cpu Skylake --cpu Broadwell`, once, through the real command line."""
     out = tmp_path_factory.mktemp("run") / "r"
-    result = run_farm("run", "--cpu", "Skylake", "--cpu", "Broadwell", "--out", str(out), "-j", "2")
+    result = run_farm("run", "--job", "probe", "--cpu", "Skylake", "--cpu", "Broadwell", "--out", str(out), "-j", "2")
     run = json.loads((out / "run.json").read_text())
     return out, run, result
 
@@ -82,7 +82,7 @@ def test_guest_panic_is_a_crash_with_the_panic_line(farm_root: Path, tmp_path: P
     (farm_root / "kernels" / "stock-noinit.yaml").write_text(
         "name: stock-noinit\nextends: stock\ncmdline: console=ttyS0 panic=-1 rdinit=/nothing-here\n")
     out = tmp_path / "r"
-    result = run_farm("run", "--kernel", "stock-noinit", "--cpu", "Broadwell", "--out", str(out), root=farm_root)
+    result = run_farm("run", "--job", "probe", "--kernel", "stock-noinit", "--cpu", "Broadwell", "--out", str(out), root=farm_root)
     assert result.returncode == 1, result.stderr
     cell = json.loads((out / "run.json").read_text())["cells"][0]
     assert cell["status"] == "CRASH"

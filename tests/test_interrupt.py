@@ -42,7 +42,7 @@ def _cells(out: Path) -> list[dict]:
 def test_signal_mid_run_keeps_finished_cells_and_resume_completes(tmp_path: Path, sig):
     out = tmp_path / "r"
     env = dict(os.environ, CI="true")
-    proc = subprocess.Popen([sys.executable, "-m", "farm.cli", "run", "--cpu", "Skylake", "--cpu", "Broadwell",
+    proc = subprocess.Popen([sys.executable, "-m", "farm.cli", "run", "--job", "probe", "--cpu", "Skylake", "--cpu", "Broadwell",
                              "-j", "1", "--out", str(out)], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -218,7 +218,7 @@ def test_doctor_checks_every_host(lab):
     assert r.returncode == 3
     assert "[FAIL] host hosta" in r.stdout and "host key not in" in r.stdout
     # a run refuses to start with a host whose key is not known, before any guest boots
-    r = run_farm("run", "--hosts", str(inv), "--out", str(lab.dir / "refused"), "--cpu", "Broadwell", timeout=120)
+    r = run_farm("run", "--job", "probe", "--hosts", str(inv), "--out", str(lab.dir / "refused"), "--cpu", "Broadwell", timeout=120)
     assert r.returncode == 3 and "host key not in" in r.stderr, r.stderr
 
 

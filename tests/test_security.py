@@ -77,7 +77,7 @@ def test_unreadable_client_key_is_bad_input(tmp_path: Path):
     (cache / "keys").mkdir(parents=True)
     (cache / "keys" / "id_ed25519").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\ngarbage\n")
     (cache / "keys" / "id_ed25519.pub").write_text("ssh-ed25519 AAAA farm\n")
-    result = run_farm("run", "--cpu", "Broadwell", "--out", str(tmp_path / "o"), env={"FARM_CACHE": str(cache)})
+    result = run_farm("run", "--job", "probe", "--cpu", "Broadwell", "--out", str(tmp_path / "o"), env={"FARM_CACHE": str(cache)})
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert "id_ed25519" in lines[-1] and "cannot read" in lines[-1]
@@ -89,7 +89,7 @@ def test_missing_prebuilt_kernel_image_is_a_clear_cell_error(tmp_path: Path):
     (root / "kernels" / "gone.yaml").write_text("name: gone\nprebuilt:\n  image: /boot/vmlinuz-does-not-exist-*\n"
                                                 "cmdline: console=ttyS0\n")
     out = tmp_path / "o"
-    result = run_farm("run", "--kernel", "gone", "--cpu", "Broadwell", "--out", str(out), root=root)
+    result = run_farm("run", "--job", "probe", "--kernel", "gone", "--cpu", "Broadwell", "--out", str(out), root=root)
     assert result.returncode == 3
     cell = json.loads((out / "run.json").read_text())["cells"][0]
     assert cell["status"] == "ERROR" and cell["stage"] == "build"

@@ -106,7 +106,7 @@ def test_shard_option_runs_a_slice(tmp_path, farm_root):
     runs = []
     for i in (1, 2):
         out = tmp_path / f"s{i}"
-        r = run_farm("run", "--kernel", "nowhere", "--cpu", "Broadwell", "--cpu", "Skylake-Client",
+        r = run_farm("run", "--job", "probe", "--kernel", "nowhere", "--cpu", "Broadwell", "--cpu", "Skylake-Client",
                      "--cpu", "Skylake-Server", "--shard", f"{i}/2", "--out", str(out), root=farm_root, timeout=300)
         assert r.returncode == 3, r.stderr  # ERROR at build: an infrastructure failure, but a complete record
         runs.append(json.loads((out / "run.json").read_text()))

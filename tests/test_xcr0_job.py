@@ -1,0 +1,71 @@
+"""The job the farm exists for: linux-6.1 (baseline) against linux-6.1-xcr0 on every CPU model,
+built, booted and tested for real, with the A/B verdict in the reports."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .conftest import run_farm
+
+pytestmark = [pytest.mark.boot, pytest.mark.build]
+
+FEATURE_CASES = ("set_current_value_noop", "reduce_to_x87_sse", "avx_sigill_with_x87_sse", "ctxsw_pinned_one_cpu",
+                 "signal_handler_xgetbv_override", "ptrace_setregset_cont_override_intact", "fork_inherits",
+                 "execve_resets_to_kernel", "kernel_fpu_af_alg_override")
+
+
+@pytest.fixture(scope="module")
+def xcr0_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("xcr0") / "run"
+    result = run_farm("run", "--job", "xcr0", "--out", str(out), "-j", "2", timeout=3600)
+    return out, json.loads((out / "run.json").read_text()), result
+
+
+def _cases(cell: dict) -> dict[str, tuple[str, str]]:
+    return {c["name"]: (c["status"], c["reason"]) for c in cell["cases"]}
+
+
+def test_every_cell_passes_and_the_run_exits_0(xcr0_run):
+    out, run, result = xcr0_run
+    assert result.returncode == 0, (result.stderr[-3000:], [(c["id"], c["status"], c["reason"]) for c in run["cells"]
+                                                           if c["status"] != "PASS"])
+    assert len(run["cells"]) == 2 * 4 * 3
+    assert run["kernels"]["linux-6.1-xcr0"]["baseline"] == "linux-6.1"
+
+
+def test_patched_kernel_runs_the_feature_cases_on_every_model(xcr0_run):
+    _, run, _ = xcr0_run
+    for cell in run["cells"]:
+        if cell["test"] != "xcr0":
+            continue
+        cases = _cases(cell)
+        assert len(cases) == 48
+        assert not [n for n, (s, _) in cases.items() if s == "FAIL"]
+        for name in FEATURE_CASES:
+            status, reason = cases[name]
+            if cell["kernel"] == "linux-6.1-xcr0":
+                assert status == "PASS", (cell["id"], name, reason)
+            else:  # the baseline lacks the feature: SKIP, never PASS
+                assert status == "SKIP" and "ARCH_GET_XCR0" in reason, (cell["id"], name, reason)
+    by_id = {c["id"]: c for c in run["cells"]}
+    # max exposes MPX state under TCG, so the MPX rules are exercised there and only there.
+    assert _cases(by_id["linux-6.1-xcr0/max/xcr0"])["reduce_without_mpx"][0] == "PASS"
+    assert _cases(by_id["linux-6.1-xcr0/Broadwell/xcr0"])["reduce_without_mpx"][0] == "SKIP"
+    # Skylake-Server has PKRU under TCG: the reduction without it runs.
+    assert _cases(by_id["linux-6.1-xcr0/Skylake-Server/xcr0"])["reduce_without_pkru"][0] == "PASS"
+    # AVX-512 is not emulated by TCG: SKIP with the reason, never PASS.
+    status, reason = _cases(by_id["linux-6.1-xcr0/Skylake-Server/xcr0"])["reduce_without_avx512"]
+    assert status == "SKIP" and "AVX-512" in reason
+
+
+def test_reports_carry_the_ab_verdict_without_regressions(xcr0_run):
+    out, _, _ = xcr0_run
+    summary = (out / "summary.txt").read_text()
+    assert "regression" in summary.lower()
+    assert all(len(line) <= 72 for line in summary.splitlines())
+    compare = run_farm("compare", str(out), str(out))
+    assert compare.returncode == 0, compare.stdout
+    html = (out / "report.html").read_text()
+    assert "linux-6.1-xcr0" in html and "0x21f" in html  # what max delivered
