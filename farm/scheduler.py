@@ -22,7 +22,7 @@ from .paths import cache_root
 from .progress import Progress
 from .results.history import History
 from .results.run import Cell, Run, RunWriter
-from .vm import qemu
+from .vm import qemu, remote
 from .vm.accel import Accel
 from .vm.base import BootError, HostLost, MachineSpec, Pool, RunResult
 
@@ -323,6 +323,7 @@ class Scheduler:
                 self.stopping.set()
                 self.run_record.interrupted = True
                 qemu.kill_all()
+                remote.kill_all()
                 for w in workers:
                     w.join(30)
                 raise
@@ -330,6 +331,7 @@ class Scheduler:
             self.stopping.set()
             self.run_record.interrupted = True
             qemu.kill_all()
+            remote.kill_all()
             raise
         finally:
             self.run_record.finished = now()
@@ -384,7 +386,11 @@ class Scheduler:
                 self._guarded(cell, prepared[cell.kernel], pool)
             except HostLost as e:
                 cell.status, cell.reason = "PENDING", f"host {getattr(pool, 'name', '?')} lost: {e}"
+                if self.stopping.is_set():  # our own Ctrl-C cut the connection: not the host's fault
+                    self.writer.save()
+                    return
                 cell.retried_from.append(getattr(pool, "name", "?"))
+                cell.timings.clear()  # the lost attempt's stages say nothing about the rerun
                 self.progress.cell(cell, f"requeued: {cell.reason}")
                 with self.queue_lock:
                     self.queue.appendleft(cell)
