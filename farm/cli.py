@@ -19,7 +19,7 @@ from .paths import data_root
 
 def one_line(text: str) -> str:
     """Control characters from a data file (a key with a newline in it) must not split the error line."""
-    return re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", text)
+    return re.sub(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]", lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def _catalog() -> Catalog:

@@ -11,9 +11,14 @@ from .conftest import run_farm
 
 pytestmark = [pytest.mark.boot, pytest.mark.build]
 
-FEATURE_CASES = ("set_current_value_noop", "reduce_to_x87_sse", "avx_sigill_with_x87_sse", "ctxsw_pinned_one_cpu",
-                 "signal_handler_xgetbv_override", "ptrace_setregset_cont_override_intact", "fork_inherits",
-                 "execve_resets_to_kernel", "kernel_fpu_af_alg_override")
+FEATURE_CASES = ("set_current_value_noop", "reduce_to_x87_sse", "avx_sigill_with_x87_sse",
+                 "reenable_sees_zeros_not_other_thread", "signal_handler_xgetbv_override",
+                 "ptrace_setregset_cont_override_intact", "fork_inherits", "execve_resets_to_kernel",
+                 "kernel_fpu_af_alg_override")
+# What the baseline can run too (no override needed): these must pass on both kernels.
+COMMON_CASES = ("xgetbv_equals_xcomp_supp", "unknown_code_einval", "ctxsw_pinned_one_cpu", "ctxsw_unpinned_migrating",
+                "signal_frame_kernel_format", "signal_nested_min_sigaltstack", "ptrace_xstate_full_size",
+                "ptrace_sw_reserved_kernel_xcr0")
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +54,8 @@ def test_patched_kernel_runs_the_feature_cases_on_every_model(xcr0_run):
                 assert status == "PASS", (cell["id"], name, reason)
             else:  # the baseline lacks the feature: SKIP, never PASS
                 assert status == "SKIP" and "ARCH_GET_XCR0" in reason, (cell["id"], name, reason)
+        for name in COMMON_CASES:
+            assert cases[name][0] == "PASS", (cell["id"], name, cases[name])
     by_id = {c["id"]: c for c in run["cells"]}
     # max exposes MPX state under TCG, so the MPX rules are exercised there and only there.
     assert _cases(by_id["linux-6.1-xcr0/max/xcr0"])["reduce_without_mpx"][0] == "PASS"
