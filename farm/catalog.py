@@ -59,6 +59,7 @@ class Kernel:
     image: str = "arch/x86/boot/bzImage"
     extends: str | None = None
     baseline: str | None = None  # the kernel this one is compared against
+    checkpatch: bool = False  # run scripts/checkpatch.pl --strict on its patches; the result is reported
 
 
 @dataclass(frozen=True)
@@ -236,6 +237,15 @@ def _load_cpu(path: Path, shown: Path) -> CpuModel:
     return model
 
 
+def _bool(f: Fields, key: str, default: bool) -> bool:
+    value = f._get(key, False)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise f._fail(key, "true or false", value)
+    return value
+
+
 def _resolve_kernel(name: str, raw: dict[str, Doc], kernels_dir: Path, chain: list[str]) -> Kernel:
     doc = raw[name]
     if name in chain:
@@ -297,6 +307,7 @@ def _resolve_kernel(name: str, raw: dict[str, Doc], kernels_dir: Path, chain: li
         image=f.str("image", parent.image if parent else "arch/x86/boot/bzImage"),
         extends=extends,
         baseline=f.str("baseline", None),
+        checkpatch=_bool(f, "checkpatch", parent.checkpatch if parent else False),
     )
     f.done()
     if kernel.prebuilt and kernel.source:

@@ -85,6 +85,11 @@ def prepare_kernel(kernel: Kernel, builder: ImageBuilder, tests: list[Test], not
                                   tuple(getattr(e, "lines", ()) or ()))
         image = built.image
         build = dict(built.metadata, cache_hit=built.cache_hit, key=built.key, log=str(built.log_path))
+        if kernel.checkpatch:
+            from .kernel.checkpatch import check_series, summary
+
+            build["checkpatch"] = check_series(kernel)
+            note(f"kernel {kernel.name}: {summary(build['checkpatch'])}")
     try:
         guest = builder.image(tests, modules)
     except FarmError as e:

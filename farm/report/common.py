@@ -128,6 +128,10 @@ def build_summary(build: dict) -> str:
         parts.append("cached" if build["cache_hit"] else "built")
     if build.get("compiler"):
         parts.append(str(build["compiler"]))
+    if build.get("checkpatch"):
+        from ..kernel.checkpatch import summary
+
+        parts.append(summary(build["checkpatch"]))
     return ", ".join(parts) or "no build metadata"
 
 
