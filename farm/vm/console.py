@@ -144,6 +144,17 @@ class ConsoleWatcher:
         with self.changed:
             return self.changed.wait_for(lambda: predicate(self.state) or self.closed, timeout)
 
+    def diagnosis(self) -> dict:
+        """What the console says about the guest's health, for Instance.diagnose() of every backend."""
+        with self.changed:
+            first = self.state.first_crash()
+            return {
+                "panicked": self.state.panicked,
+                "crashes": [{"kind": c.kind, "line": c.line} for c in self.state.crashes[:20]],
+                "first_crash": first.line if first else None,
+                "console_truncated": self.truncated,
+            }
+
     def join(self, timeout: float = 5.0) -> None:
         self._thread.join(timeout)
 

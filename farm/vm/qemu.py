@@ -161,16 +161,8 @@ class QemuInstance(Instance):
         return result
 
     def diagnose(self) -> dict:
-        state = self.console.state
-        first = state.first_crash()
-        return {
-            "qemu_running": self.proc.poll() is None,
-            "qemu_status": self.proc.returncode,
-            "panicked": state.panicked,
-            "crashes": [{"kind": c.kind, "line": c.line} for c in state.crashes[:20]],
-            "first_crash": first.line if first else None,
-            "console_truncated": self.console.truncated,
-        }
+        return {"qemu_running": self.proc.poll() is None, "qemu_status": self.proc.returncode,
+                **self.console.diagnosis()}
 
     def wait_for_crash(self, seconds: float) -> None:
         """Give a dying guest a moment to print its panic after a command was cut off."""

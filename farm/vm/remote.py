@@ -517,18 +517,9 @@ class RemoteInstance(Instance):
         return result
 
     def diagnose(self) -> dict:
-        state = self.console.state
-        first = state.first_crash()
         exited = self._qemu_exited()
-        return {
-            "qemu_running": not exited,
-            "qemu_status": self.chan.exit_status if exited else None,
-            "panicked": state.panicked,
-            "crashes": [{"kind": c.kind, "line": c.line} for c in state.crashes[:20]],
-            "first_crash": first.line if first else None,
-            "console_truncated": self.console.truncated,
-            "host": self.pool.name,
-        }
+        return {"qemu_running": not exited, "qemu_status": self.chan.exit_status if exited else None,
+                **self.console.diagnosis(), "host": self.pool.name}
 
     def wait_for_crash(self, seconds: float) -> None:
         self.console.wait(lambda s: s.panicked, seconds)
