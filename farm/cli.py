@@ -27,10 +27,13 @@ def _catalog() -> Catalog:
 
 
 def _interrupt_on_sigterm() -> None:
+    """SIGTERM (CI cancelling a job) and SIGINT end a run the same way: finished cells kept, guests reaped.
+    SIGINT is taken over too, since a shell starts background jobs with it ignored."""
     def handler(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
