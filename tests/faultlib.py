@@ -207,6 +207,29 @@ def panic_in_test(tmp: Path) -> Row:
                      expected="CRASH (x1)")
 
 
+def warning_guest_lives(tmp: Path) -> Row:
+    """A WARN() splat (LKDTM, in the farm-built linux-6.1) while the guest stays up: still a CRASH."""
+    root = make_root(tmp)
+    add_test(root, "faulty", "lkdtm-warn.sh")
+    job = add_job(root, ["linux-6.1"], [HEALTHY, "faulty"])
+    holder = {}
+
+    def inject(proc, out):
+        holder["pid"] = proc.pid
+        return None
+
+    o = run_farm(root, tmp / "out", ["--job", str(job)], inject=inject, faulty="faulty", timeout=3600)
+    cell = cell_of(o.run, "faulty")
+    output = (o.out / cell["files"]["output"]).read_text() if cell.get("files", {}).get("output") else ""
+    row = Row("Oops/WARNING, guest stays alive", "CRASH (x1), test ran on")
+    row = _finish(row, o, holder.get("pid", 0), "faulty", "CRASH",
+                  cell.get("attempts") == 1 and cell.get("reason", "").startswith("WARNING: CPU:")
+                  and "ok 1 survived_warning" in output)
+    t = cell.get("timings", {})
+    row.seconds_to_verdict = round(t.get("test", 0.0) + t.get("shutdown", 0.0), 1)
+    return row
+
+
 def hanging_test(tmp: Path) -> Row:
     # A timeout is tried once more (a flake or a hang?); both tries time out.
     return _in_guest(tmp, "test binary hangs", "hang.sh", "TIMEOUT", timeout=5,
@@ -407,7 +430,7 @@ def corrupt_run_json(tmp: Path) -> Row:
 
 
 SCENARIOS: list[Callable[[Path], Row]] = [
-    boot_panic, panic_in_test, hanging_test, flooding_output, flooding_console, qemu_killed, ssh_dropped,
+    boot_panic, panic_in_test, warning_guest_lives, hanging_test, flooding_output, flooding_console, qemu_killed, ssh_dropped,
     no_sshd, silent_guest, sigint_boot, sigterm_test, two_runs_at_once, full_disk, corrupt_run_json,
 ]
 
