@@ -223,8 +223,8 @@ class Scheduler:
                 return False
             self._finish(cell, "ERROR", "boot", str(e))
             return True
-        except FarmError as e:
-            self._finish(cell, "ERROR", "boot", str(e))
+        except Exception as e:  # noqa: BLE001 - anything else that stops a boot is the infrastructure's
+            self._finish(cell, "ERROR", "boot", f"{type(e).__name__}: {e}" if not isinstance(e, FarmError) else str(e))
             return True
         try:
             cell.qemu_command = instance.boot.command

@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+from qemu.qmp import QMPError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from ..errors import InfraError
@@ -131,15 +132,23 @@ class QemuInstance(Instance):
         self.boot.seconds_to_ssh = time.monotonic() - start
 
     def _connect_qmp(self, deadline: float) -> None:
-        while not self.qmp_path.exists():
+        """Connect once QEMU listens: the socket file appears at bind(), a moment before listen(),
+        so a refused connection is retried until QEMU exits or the boot deadline passes."""
+        while True:
             if self.proc.poll() is not None:
                 raise self._boot_failed(f"QEMU exited with status {self.proc.returncode} at start: "
                                         f"{self._qemu_stderr().strip()[-500:]}")
             if time.monotonic() > deadline:
                 raise self._boot_failed("QEMU never opened its QMP socket")
+            if self.qmp_path.exists():
+                qmp = QEMUMonitorProtocol(str(self.qmp_path))
+                try:
+                    qmp.connect()
+                    self.qmp = qmp
+                    return
+                except (OSError, QMPError):
+                    qmp.close()
             time.sleep(0.01)
-        self.qmp = QEMUMonitorProtocol(str(self.qmp_path))
-        self.qmp.connect()
 
     def _forwarded_port(self) -> int:
         text = self.qmp.cmd("human-monitor-command", **{"command-line": "info usernet"})
