@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -93,14 +94,19 @@ def test_guest_panic_is_a_crash_with_the_panic_line(farm_root: Path, tmp_path: P
     assert "Kernel panic" in (out / cell["files"]["console"]).read_text()
 
 
-def test_instance_interface_copy_run_timeout_and_diagnose(tmp_path: Path):
+def _stock_spec():
+    """The farm's key and a one-CPU Broadwell guest of the stock kernel with the probe payload."""
     catalog = Catalog(REPO)
     key = client_key(cache_root() / "keys")
     builder = ImageBuilder(cache_root(), REPO / "guests", key)
     kernel = catalog.kernels["stock"]
     prepared = prepare_kernel(kernel, builder, [catalog.tests["cpuinfo"]])
-    spec = MachineSpec(prepared.image, prepared.guest.initrd, kernel.cmdline, "Broadwell", "tcg",
-                       prepared.guest.host_key, smp=1)
+    return key, MachineSpec(prepared.image, prepared.guest.initrd, kernel.cmdline, "Broadwell", "tcg",
+                            prepared.guest.host_key, smp=1)
+
+
+def test_instance_interface_copy_run_timeout_and_diagnose(tmp_path: Path):
+    key, spec = _stock_spec()
     with QemuPool(key).create(spec, tmp_path / "vm", boot_timeout=90) as vm:
         local = tmp_path / "hello.sh"
         local.write_text("#!/bin/sh\necho \"argv:$1:$2\"\n")
@@ -117,14 +123,9 @@ def test_instance_interface_copy_run_timeout_and_diagnose(tmp_path: Path):
 
 
 def test_changed_host_key_is_refused(tmp_path: Path):
-    catalog = Catalog(REPO)
-    key = client_key(cache_root() / "keys")
-    builder = ImageBuilder(cache_root(), REPO / "guests", key)
-    kernel = catalog.kernels["stock"]
-    prepared = prepare_kernel(kernel, builder, [catalog.tests["cpuinfo"]])
+    key, spec = _stock_spec()
     other = client_key(tmp_path / "other").public  # any ed25519 key that is not the guest's
-    spec = MachineSpec(prepared.image, prepared.guest.initrd, kernel.cmdline, "Broadwell", "tcg",
-                       " ".join(other.split()[:2]), smp=1)
+    spec = dataclasses.replace(spec, host_key=" ".join(other.split()[:2]))
     with pytest.raises(InfraError, match="not the one pinned"):
         QemuPool(key).create(spec, tmp_path / "vm", boot_timeout=90)
     assert shutil.which("qemu-system-x86_64")

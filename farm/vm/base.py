@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InfraError
+from .console import ConsoleWatcher
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,11 @@ class HostLost(InfraError):
 
 class Instance(ABC):
     boot: BootInfo
+    console: ConsoleWatcher  # every backend watches the guest's serial console
+
+    def wait_for_crash(self, seconds: float) -> None:
+        """Give a dying guest a moment to print its panic after a command was cut off."""
+        self.console.wait(lambda s: s.panicked, seconds)
 
     @abstractmethod
     def copy(self, local: Path, remote: str) -> None: ...

@@ -173,10 +173,6 @@ class QemuInstance(Instance):
         return {"qemu_running": self.proc.poll() is None, "qemu_status": self.proc.returncode,
                 **self.console.diagnosis()}
 
-    def wait_for_crash(self, seconds: float) -> None:
-        """Give a dying guest a moment to print its panic after a command was cut off."""
-        self.console.wait(lambda s: s.panicked, seconds)
-
     def close(self) -> None:
         if self.ssh:
             self.ssh.close()

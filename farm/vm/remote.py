@@ -521,9 +521,6 @@ class RemoteInstance(Instance):
         return {"qemu_running": not exited, "qemu_status": self.chan.exit_status if exited else None,
                 **self.console.diagnosis(), "host": self.pool.name}
 
-    def wait_for_crash(self, seconds: float) -> None:
-        self.console.wait(lambda s: s.panicked, seconds)
-
     def close(self) -> None:
         if self.ssh:
             self.ssh.close()
