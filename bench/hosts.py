@@ -26,12 +26,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from farm import scheduler  # noqa: E402
 from farm.catalog import Catalog  # noqa: E402
 from farm.guest.keys import client_key  # noqa: E402
 from farm.hosts import Host  # noqa: E402
 from farm.paths import cache_root, data_root  # noqa: E402
+from farm.plan import Plan  # noqa: E402
 from farm.progress import Progress  # noqa: E402
-from farm.scheduler import Scheduler  # noqa: E402
 from farm.vm.accel import Accel  # noqa: E402
 from farm.vm.remote import RemotePool  # noqa: E402
 from tests import netns  # noqa: E402
@@ -47,12 +48,14 @@ def run_once(catalog: Catalog, hosts: list[netns.NetnsHost], known_hosts: Path, 
     pools = [RemotePool(Host(name=h.name, address=h.address, user="root", workdir=h.workdir,
                              known_hosts=known_hosts), key, "tcg") for h in hosts]
     job = catalog.job("default")
-    sched = Scheduler(catalog, job, ["stock"], cpus, ["cpuinfo"], out, Accel("tcg", "bench"), 1, Quiet(), ["bench"])
     for p in pools:
         p.ready()
-    sched.pools = [(p, 1) for p in pools] or [(sched.local, 1)]  # no host: this machine, one slot
+    # hosts given: they run every cell (no local slot); none: this machine, one slot
+    plan = Plan.new(catalog, job, ["stock"], cpus, ["cpuinfo"], out, Accel("tcg", "bench"), ["bench"], key,
+                    slots=0 if pools else 1)
+    plan.add_pools(pools)
     t = time.monotonic()
-    record = sched.run()
+    record, _ = scheduler.run(plan, Quiet())
     wall = time.monotonic() - t
     for p in pools:
         p.close()

@@ -4,7 +4,9 @@ synthetic run of 10,000 cells (2 kernels x 50 CPU models x 100 tests, 5 KTAP cas
 console and output files on disk), then the history DB on top.
 
 Prints the time of each output and the total (goal: all four outputs <= 2 s), and the page size.
-Usage: .venv/bin/python bench/render.py [--cells N] [--repeat R] [--keep DIR]
+With --against REV, the same figures for the code of git revision REV first (a fair baseline: same machine,
+same run, same synthetic run), then this checkout's.
+Usage: .venv/bin/python bench/render.py [--cells N] [--repeat R] [--keep DIR] [--against REV]
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +37,18 @@ def main() -> int:
     ap.add_argument("--cells", type=int, default=10_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--keep", help="render into this folder (kept) instead of a temporary one")
+    ap.add_argument("--against", metavar="REV", help="first run this benchmark on git revision REV's code")
     args = ap.parse_args()
+    if args.against:
+        repo = Path(__file__).resolve().parent.parent
+        with tempfile.TemporaryDirectory() as base:
+            archive = subprocess.run(["git", "-C", str(repo), "archive", args.against], check=True,
+                                     capture_output=True).stdout
+            subprocess.run(["tar", "-x", "-C", base], input=archive, check=True)
+            print(f"--- baseline: {args.against} ---", flush=True)
+            subprocess.run([sys.executable, f"{base}/bench/render.py", "--cells", str(args.cells), "--repeat",
+                            str(args.repeat)], check=False)
+        print("--- this checkout ---", flush=True)
     tests_n = max(1, args.cells // 100)
     cpus = [f"Model-{i:02d}" for i in range(50)]
     tests = [f"test{i:03d}" for i in range(tests_n)]

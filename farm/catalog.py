@@ -6,6 +6,7 @@ Everything after the catalog works on these objects and never reads the YAML aga
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ class Prebuilt:
 class Source:
     kind: str  # "debian" (a linux-source-X package's tarball), "git" (a tree) or "dir" (an unpacked tree)
     location: str
+    ref: str | None = None  # git: the commit, tag or branch to build (default HEAD); a series' base-commit
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,9 @@ class Kernel:
     extends: str | None = None
     baseline: str | None = None  # the kernel this one is compared against
     checkpatch: bool = False  # run scripts/checkpatch.pl --strict on its patches; the result is reported
+    # Features this kernel has (e.g. xcr0 for the ARCH_SET_XCR0 series): inherited through extends, passed to
+    # the guest as FARM_PROVIDES, and a test of a provided feature that skips it fails.
+    provides: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,16 @@ class SelftestBuild:
     dir: str  # folder inside the tree, built with make OUTPUT=...
     select: str = "*"  # which built files are the tests (a glob)
     make: tuple[str, ...] = ()  # extra make variables, NAME=value
+    exclude: tuple[str, ...] = ()  # programs the glob matches that are not this test's (another test runs them)
+
+
+@dataclass(frozen=True)
+class Known:
+    """How a cell is known to end under an accelerator: XFAIL when it does, XPASS when it passes instead."""
+
+    status: str  # CRASH, FAIL or TIMEOUT
+    match: str  # a regular expression the cell's reason must match (the crash line, the failed cases)
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -88,6 +103,14 @@ class Test:
     # Programs of a folder test that cannot work under an accelerator: {"tcg": {"prog": "why"}}. They are
     # reported as SKIP with the reason (visible in every report), never silently left out.
     skip: dict = field(default_factory=dict)
+    kind: str = ""  # which of TEST_KINDS makes its programs
+    # Programs of a folder test known to fail under an accelerator: {"tcg": {"prog": (exit status, "why")}}.
+    # They run; the recorded failure is XFAIL (shown with why), a pass XPASS, anything else a failure.
+    xfail: dict = field(default_factory=dict)
+    # The whole cell known to end a certain way under an accelerator: {"tcg": Known(...)} (a program that
+    # oopses the emulated guest: its own test, so it cannot take the others down).
+    known: dict = field(default_factory=dict)
+    checks: tuple[str, ...] = ()  # the kernel features it tests: on a kernel that provides one, a SKIP is a FAIL
 
 
 @dataclass(frozen=True)
@@ -111,7 +134,17 @@ class Job:
     smp: int = 2
 
 
-KTAP_FORMATS = ("ktap", "exit-code")
+# How a test's programs are made; each kind is its fields here and its builder in farm/guest/image.py BUILDERS.
+TEST_KINDS = ("sources", "binary", "selftests")
+
+
+def _result_formats() -> tuple[str, ...]:
+    from .verdict import FORMATS  # the verdict's table of result formats is the one list of valid names
+
+    return tuple(FORMATS)
+
+
+RESULT_FORMATS = _result_formats()
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 
 
@@ -140,8 +173,9 @@ class Catalog:
         for path in self._files("kernels"):
             doc = datafile.load(path, self._show(path))
             name = _name(Fields(doc, "kernel"))
-            if name in raw_kernels:
-                raise InputError(f"{doc.where('name')}: kernel '{name}' is defined twice")
+            if name in raw_kernels:  # both files named: either may be the one to fix
+                raise InputError(f"{doc.where('name')}: kernel '{name}' is defined twice (also in "
+                                 f"{self._show(raw_kernels[name].path)})")
             raw_kernels[name] = doc
         for name in raw_kernels:
             self.kernels[name] = _resolve_kernel(name, raw_kernels, root / "kernels", [])
@@ -209,7 +243,9 @@ def _match(what: str, patterns: list[str], names: dict[str, tuple[str, ...]], op
     """
     chosen: list[str] = []
     for pattern in patterns:
-        want = pattern.lower()
+        if not pattern.strip():  # an empty prefix would match everything
+            raise InputError(f"{option} {pattern!r}: an empty name matches nothing; give a name, alias or prefix")
+        want = pattern.strip().lower()
         hits = [n for n, aliases in names.items() if want == n.lower() or want in (a.lower() for a in aliases)]
         if not hits:
             hits = [n for n in names if n.lower().startswith(want)]
@@ -237,13 +273,30 @@ def _load_cpu(path: Path, shown: Path) -> CpuModel:
     return model
 
 
-def _bool(f: Fields, key: str, default: bool) -> bool:
-    value = f._get(key, False)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise f._fail(key, "true or false", value)
-    return value
+def _placeholders(text: str, allowed: set[str], where: str, key: str) -> None:
+    """A str.format template may name only the allowed fields (checked here, not when a run formats it)."""
+    import string
+
+    try:
+        names = {field for _, field, _, _ in string.Formatter().parse(text) if field is not None}
+    except ValueError as e:
+        raise InputError(f"{where}: field '{key}': {text!r}: {e} (write a literal brace as {{{{ or }}}})") from None
+    bad = sorted(n for n in names if n not in allowed)
+    if bad:
+        known = ", ".join(f"{{{n}}}" for n in sorted(allowed))
+        raise InputError(f"{where}: field '{key}': unknown placeholder {{{bad[0]}}} (known: {known})")
+
+
+_FEATURE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+def _features(f: Fields, key: str) -> list[str]:
+    names = f.str_list(key)
+    for n in names:
+        if not _FEATURE.match(n):
+            raise InputError(f"{f.doc.where(key)}: field '{key}': {n!r} is not a feature name "
+                             "(lower-case letters, digits, _ and -)")
+    return names
 
 
 def _resolve_kernel(name: str, raw: dict[str, Doc], kernels_dir: Path, chain: list[str]) -> Kernel:
@@ -268,6 +321,12 @@ def _resolve_kernel(name: str, raw: dict[str, Doc], kernels_dir: Path, chain: li
             image=pf.str("image", required=True), modules=pf.str("modules"), load=tuple(pf.str_list("load"))
         )
         pf.done()
+        if prebuilt.modules is not None:
+            _placeholders(prebuilt.modules, {"release"}, pre.where("modules"), "modules")
+        for module in prebuilt.load:
+            if module.startswith("/") or ".." in Path(module).parts:
+                raise InputError(f"{pre.where('load')}: field 'load': {module!r} must be a module path inside "
+                                 "the modules folder")
     src = f.mapping("source")
     if src is not None:
         kinds = [k for k in SOURCE_KINDS if k in src]
@@ -275,26 +334,19 @@ def _resolve_kernel(name: str, raw: dict[str, Doc], kernels_dir: Path, chain: li
             raise InputError(f"{src.where()}: field 'source': give exactly one of {', '.join(SOURCE_KINDS)}")
         sf = Fields(src, "source")
         location = sf.str(kinds[0], required=True)
+        ref = sf.str("ref")
         sf.done()
-        source = Source(kinds[0], location)
+        if ref is not None and kinds[0] != "git":
+            raise InputError(f"{src.where('ref')}: field 'ref': only a git source has commits ({kinds[0]} has none)")
+        source = Source(kinds[0], location, ref)
     cfg = f.mapping("config")
     if cfg is not None:
         cf = Fields(cfg, "config")
         base = cf.str("base", "tinyconfig")
-        fragments = []
-        for frag in cf.str_list("fragments"):
-            p = kernels_dir / "configs" / frag
-            if not p.is_file():
-                raise InputError(f"{cfg.where('fragments')}: field 'fragments': no such file {p}")
-            fragments.append(p)
+        fragments = cf.paths("fragments", kernels_dir / "configs")
         cf.done()
         config = ConfigRecipe(base, tuple(fragments))
-    patches = []
-    for entry in f.str_list("patches"):
-        p = kernels_dir / entry
-        if not p.exists():
-            raise InputError(f"{doc.where('patches')}: field 'patches': no such file or folder {p}")
-        patches.append(p)
+    patches = f.paths("patches", kernels_dir, folders=True)
     kernel = Kernel(
         name=name,
         description=f.str("description", parent.description if parent else ""),
@@ -307,7 +359,8 @@ def _resolve_kernel(name: str, raw: dict[str, Doc], kernels_dir: Path, chain: li
         image=f.str("image", parent.image if parent else "arch/x86/boot/bzImage"),
         extends=extends,
         baseline=f.str("baseline", None),
-        checkpatch=_bool(f, "checkpatch", parent.checkpatch if parent else False),
+        checkpatch=f.bool("checkpatch", parent.checkpatch if parent else False),
+        provides=tuple(dict.fromkeys([*(parent.provides if parent else ()), *_features(f, "provides")])),
     )
     f.done()
     if kernel.prebuilt and kernel.source:
@@ -317,23 +370,68 @@ def _resolve_kernel(name: str, raw: dict[str, Doc], kernels_dir: Path, chain: li
     return kernel
 
 
+ACCELS = ("tcg", "kvm")
+
+
+def _per_accel(doc: Doc | None, key: str):
+    """(accel name, its mapping, where) for each accelerator of a per-accelerator field."""
+    for accel_name, value in (doc or {}).items():
+        if accel_name not in ACCELS:
+            raise InputError(f"{doc.where(accel_name)}: field '{key}': {accel_name!r} is not tcg or kvm")
+        if not isinstance(value, Doc):
+            raise InputError(f"{doc.where(accel_name)}: field '{key}.{accel_name}': expected a mapping")
+        yield accel_name, value
+
+
+def _xfail(doc: Doc | None) -> dict:
+    """xfail: {tcg: {prog: {exit: N, reason: "..."}}}"""
+    out: dict[str, dict[str, tuple[int, str]]] = {}
+    for accel_name, progs in _per_accel(doc, "xfail"):
+        out[accel_name] = {}
+        for prog, spec in progs.items():
+            if not isinstance(spec, Doc):
+                raise InputError(f"{progs.where(prog)}: field 'xfail.{accel_name}.{prog}': expected exit and reason")
+            xf = Fields(spec, f"xfail.{accel_name}.{prog}")
+            status = xf.int("exit", required=True, minimum=1)
+            if status > 255 or status == 4:
+                raise InputError(f"{spec.where('exit')}: field 'exit': {status} is not a failing exit status "
+                                 "(1..255, not 4)")
+            out[accel_name][prog] = (status, xf.str("reason", required=True))
+            xf.done()
+    return out
+
+
+def _known(doc: Doc | None) -> dict:
+    """known: {tcg: {status: CRASH, match: "regex", reason: "..."}}"""
+    out = {}
+    for accel_name, spec in _per_accel(doc, "known"):
+        kf = Fields(spec, f"known.{accel_name}")
+        status = kf.str("status", required=True)
+        if status not in ("CRASH", "FAIL", "TIMEOUT"):
+            raise InputError(f"{spec.where('status')}: field 'status': {status!r} is not CRASH, FAIL or TIMEOUT")
+        match = kf.str("match", required=True)
+        try:
+            re.compile(match)
+        except re.error as e:
+            raise InputError(f"{spec.where('match')}: field 'match': not a regular expression: {e}") from None
+        out[accel_name] = Known(status, match, kf.str("reason", required=True))
+        kf.done()
+    return out
+
+
 def _load_test(path: Path, shown: Path) -> Test:
     doc = datafile.load(path, shown)
     f = Fields(doc, "test")
     folder = path.parent
-    sources = []
-    for s in f.str_list("sources"):
-        p = folder / s
-        if not p.is_file():
-            raise InputError(f"{doc.where('sources')}: field 'sources': no such file {p}")
-        sources.append(p)
+    sources = f.paths("sources", folder)
     binary = f.str("binary")
     selftests = None
     sdoc = f.mapping("selftests")
     if sdoc is not None:
         sf = Fields(sdoc, "selftests")
         selftests = SelftestBuild(kernel=sf.str("kernel", required=True), dir=sf.str("dir", required=True),
-                                  select=sf.str("select", "*"), make=tuple(sf.str_list("make")))
+                                  select=sf.str("select", "*"), make=tuple(sf.str_list("make")),
+                                  exclude=tuple(sf.str_list("exclude")))
         sf.done()
         if selftests.dir.startswith("/") or ".." in Path(selftests.dir).parts:
             raise InputError(f"{sdoc.where('dir')}: field 'dir': must be a folder inside the kernel tree")
@@ -350,6 +448,8 @@ def _load_test(path: Path, shown: Path) -> Test:
                 raise InputError(f"{skip_doc.where(accel_name)}: field 'skip.{accel_name}': expected a mapping "
                                  "of program name to the reason it is skipped")
             skip[accel_name] = dict(progs)
+    xfail = _xfail(f.mapping("xfail"))
+    known = _known(f.mapping("known"))
     fmt = f.str("format", "ktap")
     test = Test(
         name=_name(f),
@@ -364,12 +464,19 @@ def _load_test(path: Path, shown: Path) -> Test:
         timeout=float(f.number("timeout", 120.0)),
         case_timeout=float(f.number("case_timeout", 60.0)),
         skip=skip,
+        xfail=xfail,
+        known=known,
+        checks=tuple(_features(f, "checks")),
     )
     f.done()
-    if fmt not in KTAP_FORMATS:
-        raise InputError(f"{doc.where('format')}: field 'format': '{fmt}' is not one of {', '.join(KTAP_FORMATS)}")
-    if sum(map(bool, (test.sources, test.binary, test.selftests))) != 1:
-        raise InputError(f"{doc.where()}: test '{test.name}': give one of 'sources', 'binary' or 'selftests'")
+    if fmt not in RESULT_FORMATS:
+        raise InputError(f"{doc.where('format')}: field 'format': '{fmt}' is not one of {', '.join(RESULT_FORMATS)}")
+    kinds = [k for k in TEST_KINDS if getattr(test, k)]
+    if len(kinds) != 1:
+        raise InputError(f"{doc.where()}: test '{test.name}': give one of {', '.join(map(repr, TEST_KINDS))}")
+    test = dataclasses.replace(test, kind=kinds[0])
+    if not test.run:
+        raise InputError(f"{doc.where('run')}: field 'run': the argv list is empty")
     if "/" in test.run[0]:
         raise InputError(f"{doc.where('run')}: field 'run': argv[0] must be a payload name, not a path")
     return test

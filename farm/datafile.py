@@ -127,8 +127,8 @@ class Fields:
             raise InputError(f"{self.doc.where(key)}: field '{key}': must be > 0, got {value}")
         return value
 
-    def int(self, key: str, default: int | None = None, minimum: int = 0) -> int | None:
-        value = self._get(key, False)
+    def int(self, key: str, default: int | None = None, minimum: int = 0, required: bool = False) -> int | None:
+        value = self._get(key, required)
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int):
@@ -146,6 +146,25 @@ class Fields:
         if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
             raise self._fail(key, "a list of strings", value)
         return list(value)
+
+    def bool(self, key: str, default: bool) -> bool:
+        value = self._get(key, False)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise self._fail(key, "true or false", value)
+        return value
+
+    def paths(self, key: str, base: Path, folders: bool = False) -> list[Path]:
+        """A list of file names (or, with folders, files or folders) relative to base; each must exist."""
+        out = []
+        for entry in self.str_list(key):
+            p = base / entry
+            if not (p.exists() if folders else p.is_file()):
+                what = "file or folder" if folders else "file"
+                raise InputError(f"{self.doc.where(key)}: field '{key}': no such {what} {p}")
+            out.append(p)
+        return out
 
     def mapping(self, key: str, required: bool = False) -> Doc | None:
         value = self._get(key, required)

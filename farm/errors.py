@@ -15,3 +15,9 @@ class InfraError(FarmError):
     """The farm could not do its job (QEMU missing, boot never reached, disk full): exit 3."""
 
     exit_code = 3
+
+
+class SeriesError(FarmError):
+    """The series under test does not apply to any kernel of the job: a finding about the series, exit 1."""
+
+    exit_code = 1

@@ -9,25 +9,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from .results.run import Case, Status
+
 _RESULT = re.compile(r"^\s*(?P<ok>ok|not ok)\s+(?P<num>\d+)\s*(?:-\s*)?(?P<name>[^#]*?)\s*(?:#\s*(?P<directive>.*))?$")
 _PLAN = re.compile(r"^\s*1\.\.(?P<n>\d+)")
 _VERSION = re.compile(r"^\s*(KTAP|TAP) version (\d+)")
 _FACT = re.compile(r"^(?P<key>[a-z][a-z0-9_]*)=(?P<value>.*)$")
 
-PASS, FAIL, SKIP, ERROR = "PASS", "FAIL", "SKIP", "ERROR"
-
-
-@dataclass
-class Case:
-    number: int
-    name: str
-    status: str  # PASS, FAIL, SKIP
-    reason: str = ""  # the SKIP/TODO reason
-    diagnostics: list[str] = field(default_factory=list)  # '# ' lines printed before this result
-
-    def to_dict(self) -> dict:
-        return {"number": self.number, "name": self.name, "status": self.status, "reason": self.reason,
-                "diagnostics": self.diagnostics}
+PASS, FAIL, SKIP, ERROR = Status.PASS, Status.FAIL, Status.SKIP, Status.ERROR
+XFAIL, XPASS = Status.XFAIL, Status.XPASS
 
 
 @dataclass
@@ -39,8 +29,9 @@ class KtapResult:
     problems: list[str] = field(default_factory=list)  # a missing plan, missing cases, bad numbering
 
     @property
-    def status(self) -> str:
-        """The test's overall status from its cases: any FAIL fails; all SKIP skips; an incomplete plan errs."""
+    def status(self) -> Status:
+        """The test's overall status from its cases: any FAIL fails; all SKIP skips; an incomplete plan errs
+        (XFAIL and XPASS cases count as passes: the known failure is named, not hidden)."""
         if any(c.status == FAIL for c in self.cases):
             return FAIL
         if self.problems or not self.cases:
@@ -49,10 +40,10 @@ class KtapResult:
             return SKIP
         return PASS
 
-    def counts(self) -> dict[str, int]:
-        out = {PASS: 0, FAIL: 0, SKIP: 0}
+    def counts(self) -> dict[Status, int]:
+        out = {PASS: 0, FAIL: 0, SKIP: 0}  # XFAIL and XPASS only when there are some
         for c in self.cases:
-            out[c.status] += 1
+            out[c.status] = out.get(c.status, 0) + 1
         return out
 
 
@@ -75,6 +66,10 @@ def parse(text: str) -> KtapResult:
             reason = ""
             if directive.upper().startswith("SKIP"):
                 status, reason = SKIP, directive[4:].strip()
+            elif directive.upper().startswith("XFAIL"):  # kselftest's ksft_test_result_xfail
+                status, reason = XFAIL, directive[5:].strip()
+            elif directive.upper().startswith("XPASS"):  # ksft_test_result_xpass: known to fail, passed
+                status, reason = XPASS, directive[5:].strip()
             elif directive.upper().startswith("TODO"):
                 reason = directive
             result.cases.append(Case(int(m.group("num")), m.group("name").strip() or f"case{m.group('num')}",

@@ -7,28 +7,14 @@ run every cell exactly once. `farm merge OUT DIR...` joins their run directories
 
 from __future__ import annotations
 
-import re
+import dataclasses
 import shutil
 from pathlib import Path
 
 from .errors import InputError
+from .plan import parse_shard
 from .results import run as runfile
 from .results.run import Cell, Run, RunWriter
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
-    if not m:
-        raise InputError(f"--shard {text!r}: expected I/N, e.g. 2/4")
-    i, n = int(m.group(1)), int(m.group(2))
-    if n < 1 or not 1 <= i <= n:
-        raise InputError(f"--shard {text}: I must be between 1 and N (N >= 1)")
-    return i, n
-
-
-def shard(cells: list[Cell], i: int, n: int) -> list[Cell]:
-    """Shard i of n (1-based): every n-th cell, starting at the i-th."""
-    return cells[i - 1::n]
 
 
 def merge(out: Path, run_dirs: list[Path]) -> Run:
@@ -46,16 +32,15 @@ def merge(out: Path, run_dirs: list[Path]) -> Run:
                  started=min(r.started for _, r in runs), argv=first.argv)
     merged.finished = None if any(r.finished is None for _, r in runs) else max(r.finished for _, r in runs)
     merged.interrupted = any(r.interrupted for _, r in runs)
-    merged.host = dict(first.host)
-    merged.host["shards"] = [{"dir": str(d), "run_id": r.run_id, "shard": r.host.get("shard", ""),
-                              "hostname": r.host.get("hostname", ""), "accel": r.host.get("accel", ""),
-                              "cells": len(r.cells)} for d, r in runs]
+    merged.host = dataclasses.replace(first.host, shard="", shards=[
+        {"dir": str(d), "run_id": r.run_id, "shard": r.host.shard, "hostname": r.host.hostname,
+         "accel": r.host.accel, "cells": len(r.cells)} for d, r in runs])
     cells: dict[str, tuple[Cell, Path]] = {}
     position: dict[str, float] = {}  # a cell's index in the unsharded job, where the shards say
     for d, r in runs:
         merged.kernels.update(r.kernels)
         try:
-            i, n = parse_shard(r.host.get("shard", ""))
+            i, n = parse_shard(r.host.shard)
         except InputError:
             i, n = 0, 0
         for j, c in enumerate(r.cells):
@@ -82,22 +67,6 @@ def merge(out: Path, run_dirs: list[Path]) -> Run:
     return merged
 
 
-def apply_shard(sched, spec: str | None, existing: Run | None = None) -> None:
-    """Narrow a Scheduler's cells to one shard (before it runs); a resumed shard keeps its own cells."""
-    record = sched.run_record
-    if existing is not None:
-        if existing.host.get("shard"):
-            ids = {c.id for c in existing.cells}
-            record.cells = [c for c in record.cells if c.id in ids]
-            record.host["shard"] = existing.host["shard"]
-        return
-    if not spec:
-        return
-    i, n = parse_shard(spec)
-    record.cells = shard(record.cells, i, n)
-    record.host["shard"] = f"{i}/{n}"
-
-
 def main(out: Path, run_dirs: list[Path], history: Path | None = None) -> int:
     """`farm merge`: join, then render every report of the merged run; prints its folder."""
     import sys
@@ -105,19 +74,10 @@ def main(out: Path, run_dirs: list[Path], history: Path | None = None) -> int:
     merged = merge(out, run_dirs)
     if history is None:  # as `farm run` does: the history database beside the run directories
         history = out.resolve().parent / "history.sqlite"
-    try:
-        from . import report
+    from .report import write_all
 
-        write_all = getattr(report, "write_all", None)
-    except ImportError:
-        write_all = None
-    if write_all is not None:
-        write_all(merged, out, history=history,
-                  on_history_error=lambda msg: print(f"farm: warning: history not updated: {msg}", file=sys.stderr))
-    else:
-        from .report import html
-
-        html.write(merged, out)
+    write_all(merged, out, history=history,
+              on_history_error=lambda msg: print(f"farm: warning: history not updated: {msg}", file=sys.stderr))
     counts = merged.counts()
     print(" ".join(f"{s}={n}" for s, n in counts.items() if n), file=sys.stderr)
     print(out)

@@ -222,6 +222,62 @@ def warning_guest_lives(tmp: Path) -> Row:
                      expected="CRASH (x1), test ran on", kernel="linux-6.1")
 
 
+def reset_in_test(tmp: Path) -> Row:
+    """The guest resets itself mid-test (sysrq b): no panic line, QEMU exits under -no-reboot. A CRASH,
+    never an infrastructure error that a passing retry would hide."""
+    return _in_guest(tmp, "guest resets itself during a test", "sysrq-reboot.sh", "CRASH",
+                     check=lambda c, o: c.get("attempts") == 1 and "guest reset itself" in c.get("reason", ""),
+                     expected="CRASH (x1)")
+
+
+def build_triple_fault_image(tmp: Path) -> Path:
+    """A multiboot "kernel" that triple-faults as it starts (tests/faults/triplefault.S), built with binutils."""
+    obj, elf = tmp / "triplefault.o", tmp / "vmlinuz-triplefault"
+    subprocess.run(["as", "--32", "-o", str(obj), str(FAULTS / "triplefault.S")], check=True)
+    subprocess.run(["ld", "-m", "elf_i386", "-Ttext", "0x100000", "-o", str(elf), str(obj)], check=True)
+    return elf
+
+
+def triple_fault_at_boot(tmp: Path) -> Row:
+    root = make_root(tmp)
+    image = build_triple_fault_image(tmp)
+    (root / "kernels" / "triplefault.yaml").write_text(
+        f"name: triplefault\nprebuilt:\n  image: {image}\ncmdline: console=ttyS0\n")
+    job = add_job(root, ["triplefault"], [HEALTHY])
+    o = run_farm(root, tmp / "out", ["--job", str(job)], faulty=HEALTHY)
+    row = Row("kernel triple-faults at boot", "CRASH (x1, boot)")
+    cell = cell_of(o.run, HEALTHY)
+    ok = (cell.get("attempts") == 1 and cell.get("stage") == "boot" and "guest reset itself" in cell.get("reason", "")
+          and o.returncode == 1)
+    row = _finish(row, o, o.pid, HEALTHY, "CRASH", ok)
+    row.seconds_to_verdict = cell.get("timings", {}).get("boot", 0.0)
+    return row
+
+
+def kept_guest_deadline(tmp: Path) -> Row:
+    """--keep-failed leaves the failed guest running; it must still end on its own (deadline 3 s), leaving
+    no QEMU of that run behind once farm run has exited."""
+    root = make_root(tmp)
+    add_test(root, "fails", "fails.sh")
+    job = add_job(root, ["stock"], ["fails"], retries=0)
+    holder = {}
+
+    def inject(proc, out):
+        holder["pid"] = proc.pid
+        return None
+
+    o = run_farm(root, tmp / "out", ["--job", str(job), "--keep-failed", "0.05"], inject=inject, faulty="fails")
+    row = Row("kept failed guest, deadline 3 s", "FAIL, kept, then gone")
+    cell = cell_of(o.run, "fails")
+    kept_while_running = "kept stock/Broadwell/fails" in o.stderr
+    deadline = time.monotonic() + 20
+    while qemus_of(holder.get("pid", 0)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    row = _finish(row, o, holder.get("pid", 0), "fails", "FAIL", kept_while_running)
+    row.got = f"{cell.get('status', '?')}, {'kept' if kept_while_running else 'not kept'}"
+    return row
+
+
 def hanging_test(tmp: Path) -> Row:
     # A timeout is tried once more (a flake or a hang?); both tries time out.
     return _in_guest(tmp, "test binary hangs", "hang.sh", "TIMEOUT", timeout=5,
@@ -422,8 +478,8 @@ def corrupt_run_json(tmp: Path) -> Row:
 
 
 SCENARIOS: list[Callable[[Path], Row]] = [
-    boot_panic, panic_in_test, warning_guest_lives, hanging_test, flooding_output, flooding_console, qemu_killed, ssh_dropped,
-    no_sshd, silent_guest, sigint_boot, sigterm_test, two_runs_at_once, full_disk, corrupt_run_json,
+    boot_panic, triple_fault_at_boot, panic_in_test, reset_in_test, warning_guest_lives, hanging_test,
+    kept_guest_deadline, flooding_output, flooding_console, qemu_killed, ssh_dropped, no_sshd, silent_guest, sigint_boot, sigterm_test, two_runs_at_once, full_disk, corrupt_run_json,
 ]
 
 

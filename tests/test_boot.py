@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from farm.errors import InfraError
 from farm.guest.image import ImageBuilder
 from farm.guest.keys import client_key
 from farm.paths import cache_root
-from farm.scheduler import prepare_kernel
+from farm.prepare import prepare_kernel
 from farm.vm.base import MachineSpec
 from farm.vm.qemu import QemuPool
 
@@ -118,15 +117,17 @@ def test_instance_interface_copy_run_timeout_and_diagnose(tmp_path: Path):
         assert slow.timed_out and slow.exit_status is None
         assert vm.run(["sh", "-c", "exit 7"], timeout=10).exit_status == 7
         diag = vm.diagnose()
-        assert diag["qemu_running"] and not diag["panicked"]
-    assert vm.proc.poll() is not None  # closed means QEMU is gone
+        assert diag.running and not diag.panicked and diag.crashes == []
+    assert vm.proc.exit_status() is not None  # closed means QEMU is gone
 
 
 def test_changed_host_key_is_refused(tmp_path: Path):
     key, spec = _stock_spec()
     other = client_key(tmp_path / "other").public  # any ed25519 key that is not the guest's
     spec = dataclasses.replace(spec, host_key=" ".join(other.split()[:2]))
+    pool = QemuPool(key)
     with pytest.raises(InfraError, match="not the one pinned"):
-        QemuPool(key).create(spec, tmp_path / "vm", boot_timeout=90)
-    assert shutil.which("qemu-system-x86_64")
+        pool.create(spec, tmp_path / "vm", boot_timeout=90)
+    assert pool._live == set()  # the refused guest's QEMU was stopped and forgotten, not left running
+    assert "farm-init: ready" in (tmp_path / "vm" / "console.log").read_text()  # it did boot: the key was the problem
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,37 @@ def test_cli_list_shows_the_data():
     for what, expect in (("kernels", "stock"), ("tests", "cpuinfo"), ("jobs", "default")):
         result = run_farm("list", what)
         assert result.returncode == 0 and expect in result.stdout
+
+
+def test_every_test_kind_has_a_builder():
+    from farm.catalog import TEST_KINDS
+    from farm.guest.image import BUILDERS
+
+    assert set(BUILDERS) == set(TEST_KINDS)
+    assert {t.kind for t in Catalog(REPO).tests.values()} <= set(TEST_KINDS)
+
+
+def test_provides_is_inherited_through_extends_and_validated(farm_root: Path):
+    k = farm_root / "kernels"
+    (k / "child.yaml").write_text("name: child\nextends: linux-6.1-xcr0\nprovides: [other-feature]\n")
+    cat = Catalog(farm_root)
+    assert cat.kernels["linux-6.1-xcr0"].provides == ("xcr0",)
+    assert cat.kernels["child"].provides == ("xcr0", "other-feature")
+    assert cat.kernels["linux-6.1"].provides == ()
+    assert cat.tests["xcr0"].checks == ("xcr0",)
+    (k / "child.yaml").write_text("name: child\nextends: linux-6.1\nprovides: [Bad Name]\n")
+    with pytest.raises(InputError, match=r"child.yaml:3: field 'provides': 'Bad Name'"):
+        Catalog(farm_root)
+
+
+@pytest.mark.parametrize(("modules", "message"), [
+    ("/lib/modules/{rel}/kernel", "field 'modules': unknown placeholder {rel} (known: {release})"),
+    ("/lib/modules/{release/kernel", "field 'modules'"),
+])
+def test_prebuilt_module_placeholders_are_checked_when_the_catalog_loads(farm_root: Path, modules, message):
+    (farm_root / "kernels" / "bad.yaml").write_text(
+        f"name: bad\nprebuilt:\n  image: /boot/vmlinuz-*\n  modules: {modules}\n  load: [x]\ncmdline: c\n")
+    with pytest.raises(InputError, match=r"bad.yaml:\d+: " + re.escape(message)):
+        Catalog(farm_root)
+    result = run_farm("check", root=farm_root)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and "bad.yaml" in result.stderr

@@ -442,9 +442,9 @@ def test_xcr0_kernel_key_follows_its_series(built61, build_cache):
 
 
 def _remove_work_dir(kernel: Kernel) -> None:
-    from farm.kernel.build import _work_id
+    from farm.kernel.build import work_dir
 
-    shutil.rmtree(paths.cache_root() / "work" / _work_id(source.resolve(kernel.source), kernel), ignore_errors=True)
+    shutil.rmtree(work_dir(kernel), ignore_errors=True)
 
 
 @pytest.mark.build
@@ -511,3 +511,114 @@ def test_patched_build_reports_its_new_warning(built61, linux61, tmp_path):
     ]
     if not built.cache_hit:
         assert md["ccache"]["hits"] > 10 * md["ccache"]["misses"]  # shared ccache across work dirs
+
+
+# --- the edit loop: builds seeded from the previous one, reproducibility, a fresh cache -------------------
+
+EDIT_TARGET = "arch/x86/kernel/process.c"
+EDIT_ANCHOR = '#include "process.h"\n'
+
+
+def _edit_patch(pristine: Path, line: str) -> str:
+    """A one-hunk patch adding `line` after EDIT_ANCHOR in EDIT_TARGET."""
+    lines = (pristine / EDIT_TARGET).read_text().splitlines(keepends=True)
+    i = lines.index(EDIT_ANCHOR)
+    body = [" " + ln for ln in lines[i - 3 : i + 1]] + ["+" + line + "\n"] + [" " + ln for ln in lines[i + 1 : i + 4]]
+    return (f"diff --git a/{EDIT_TARGET} b/{EDIT_TARGET}\n--- a/{EDIT_TARGET}\n+++ b/{EDIT_TARGET}\n"
+            f"@@ -{i - 2},7 +{i - 2},8 @@\n" + "".join(body))
+
+
+@pytest.fixture(scope="module")
+def edit_builds(build_cache, built61, linux61, tmp_path_factory):
+    """The same kernel entry built twice, its one-patch series changed by one line in between (a nonce keeps
+    every session's builds new, so the second is never a cache hit)."""
+    pristine = source.pristine_tree(source.resolve(linux61.source), Runner(), print)
+    series = tmp_path_factory.mktemp("edit") / "series"
+    series.mkdir()
+    kernel = replace(linux61, name="edit-loop", patches=(series,))
+    nonce = os.urandom(4).hex()
+    built = []
+    for n in (1, 2):
+        (series / "0001-edit.patch").write_text(_edit_patch(pristine, f"static int farm_{nonce}_{n} __used;"))
+        (series / "series").write_text("0001-edit.patch\n")
+        built.append(build_kernel(kernel, log=print))
+    return kernel, pristine, built[0], built[1]
+
+
+@pytest.mark.build
+def test_one_line_edit_is_built_from_the_previous_build(edit_builds):
+    kernel, pristine, first, second = edit_builds
+    md = second.metadata
+    assert not second.cache_hit and md["seeded_from"] == first.key and md["incremental"]
+    # make redid process.o and the links above it, nothing else
+    compiled = [c for c in md["commands_run"] if c["argv"][0] == "make"]
+    assert compiled and md["kbuild_steps"] <= 25, md["kbuild_steps"]
+    assert md["ccache"]["misses"] <= 5, md["ccache"]  # (the hits are mostly kbuild's cc-option probes)
+    work = Path(md["work_dir"])
+    assert work != Path(first.metadata["work_dir"])
+    # the unchanged files are the pristine tree's (same inode, same old mtime); the patched one is new
+    assert (work / "src/Makefile").stat().st_ino == (pristine / "Makefile").stat().st_ino
+    assert (work / "src" / EDIT_TARGET).stat().st_ino != (pristine / EDIT_TARGET).stat().st_ino
+    # the entry's previous build handed its tree (and the build dir in it) over; its shell is collected
+    assert (work / "src/.farm-build/arch/x86/kernel/process.o").is_file()
+    assert not (Path(first.metadata["work_dir"]) / "src").exists()
+    info = json.loads((work / "work.json").read_text())
+    assert info["seeded_from"] == first.key and info["finished"] and info["kernel"] == "edit-loop"
+    assert info["seeded_how"] == "moved"
+
+
+@pytest.mark.build
+def test_fresh_empty_cache_builds_clean_on_a_terminal_with_a_moving_bar(edit_builds, build_cache, tmp_path):
+    """`farm build` in a pseudo-terminal with a fresh, empty FARM_CACHE (the tarball unpacked again, no
+    kernel, no work dir: a fresh machine, except that ccache is shared through FARM_CCACHE_DIR to keep it
+    affordable) builds the edit loop's second kernel from nothing. The rich bar moves (objects done/total,
+    ETA); the build is not a cache hit, not seeded, and its bzImage is byte for byte the seeded incremental
+    build's: kbuild is reproducible here because the timestamp, user, host and build number are pinned
+    (BUILD_ENV) and every path kbuild records is relative to the tree (the build dir sits inside it)."""
+    import re
+
+    import pexpect
+
+    kernel, _, _, seeded = edit_builds
+    root = tmp_path / "root"
+    for d in ("cpumodels", "kernels", "guests", "jobs"):
+        shutil.copytree(ROOT / d, root / d, symlinks=True)
+    (root / "kernels" / "edit-loop.yaml").write_text(
+        f"name: edit-loop\nextends: linux-6.1\npatches: [{kernel.patches[0]}]\n")
+    fresh = tmp_path / "fresh-cache"
+    env = {**os.environ, "FARM_ROOT": str(root), "FARM_CACHE": str(fresh), "TERM": "xterm", "COLUMNS": "120",
+           "FARM_CCACHE_DIR": str(build_cache.resolve() / "ccache")}
+    env.pop("CI", None)
+    child = pexpect.spawn(sys.executable, ["-m", "farm.cli", "build", "--kernel", "edit-loop"], cwd=str(ROOT),
+                          env=env, encoding="utf-8", timeout=3000, dimensions=(40, 120))
+    child.expect(pexpect.EOF)
+    child.close()
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", child.before)
+    assert child.exitstatus == 0, screen[-3000:]
+    counts = [(int(a), int(b)) for a, b in re.findall(r"(\d+)/~?(\d+)\s", screen)]
+    dones = sorted({a for a, _ in counts})
+    assert len(dones) >= 3 and dones[-1] > dones[0], screen[-2000:]  # the bar moved
+    assert "ETA" in screen and "edit-loop" in screen
+    image = Path(screen.strip().splitlines()[-1].strip())
+    assert image.parent.parent == (fresh / "kernels").resolve() and image.is_file()
+    md = json.loads((image.parent / "metadata.json").read_text())
+    assert md["key"] == seeded.key and md["seeded_from"] is None and not md["incremental"]
+    assert md["kbuild_steps"] > 500  # everything was made
+    assert md["image_sha256"] == seeded.metadata["image_sha256"], "seeded and clean builds differ"
+    assert (image.parent / "config").read_bytes() == (seeded.image.parent / "config").read_bytes()
+
+
+@pytest.mark.build
+def test_a_toolchain_or_recipe_change_misses_the_cache(built61, linux61, monkeypatch):
+    from farm.kernel import build as kbuild
+
+    assert cached_kernel(linux61).key == built61.key
+    real = cache.toolchain()
+    monkeypatch.setattr(cache, "toolchain", lambda: {**real, "ld": "GNU ld (a newer binutils) 2.99"})
+    assert cached_kernel(linux61) is None
+    monkeypatch.setattr(cache, "toolchain", lambda: {**real, "make": "GNU Make 9.9"})
+    assert cached_kernel(linux61) is None
+    monkeypatch.setattr(cache, "toolchain", lambda: real)
+    assert cached_kernel(linux61).key == built61.key
+    monkeypatch.setitem(kbuild.BUILD_ENV, "KBUILD_BUILD_USER", "someone-else")
+    assert cached_kernel(linux61) is None

@@ -22,7 +22,7 @@ from farm.guest.image import ImageBuilder
 from farm.guest.keys import client_key
 from farm.hosts import Host, load
 from farm.paths import cache_root
-from farm.scheduler import prepare_kernel
+from farm.prepare import prepare_kernel
 from farm.vm.base import HostLost, MachineSpec
 from farm.vm.remote import HostKeyRejected, RemotePool
 
@@ -121,8 +121,13 @@ def test_playbook_provisions_hosts_and_second_run_changes_nothing(lab):
     assert "kvm" in subprocess.run(["id", "-nG", "farm"], capture_output=True, text=True).stdout.split()
     assert lab.key.public.split()[1] in Path("/home/farm/.ssh/authorized_keys").read_text()
     for h in lab.hosts.values():
-        r = subprocess.run([f"{h.workdir}/venv/bin/python", "-c", "import farm.hosts"], capture_output=True)
+        # this project (its VM registry), installed by path from the wheel the role built of this checkout,
+        # never a same-named package resolved from an index
+        r = subprocess.run([f"{h.workdir}/venv/bin/python", "-c", "import farm.vm.registry as r; print(r.__file__)"],
+                           capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
+        assert Path(r.stdout.strip()).read_bytes() == (REPO / "farm" / "vm" / "registry.py").read_bytes()
+        assert list(Path(h.workdir, "wheels").glob("farm-*.whl")), "the wheel the role built was not copied"
         assert Path(h.workdir).stat().st_uid == int(subprocess.check_output(["id", "-u", "farm"]))
 
 
@@ -156,7 +161,7 @@ def test_remote_guest_boots_runs_and_copies_once_per_digest(lab, stock, tmp_path
             assert (r.exit_status, r.stdout) == (0, "argv:a b:$(reboot)\n")
             assert vm.run(["sh", "-c", "exit 7"], timeout=10).exit_status == 7
             assert vm.run(["sleep", "30"], timeout=1.5).timed_out
-            assert vm.diagnose()["qemu_running"]
+            assert vm.diagnose().running
             assert "avx512f" in vm.boot.filtered_features  # QEMU's stderr came back from the host
             assert vm.boot.command[0] == "qemu-system-x86_64" and lab.hosts["hosta"].workdir in vm.boot.command[
                 vm.boot.command.index("-kernel") + 1]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from farm.executor import longest_first
 from farm.results.history import History
 from farm.results.run import Cell, Run
-from farm.scheduler import longest_first
 
 
 def _cell(cpu: str, total: float | None = None) -> Cell:

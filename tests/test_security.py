@@ -94,4 +94,28 @@ def test_missing_prebuilt_kernel_image_is_a_clear_cell_error(tmp_path: Path):
     cell = json.loads((out / "run.json").read_text())["cells"][0]
     assert cell["status"] == "ERROR" and cell["stage"] == "build"
     assert "vmlinuz-does-not-exist" in cell["reason"]
-    assert REPO.exists()
+    assert cell["attempts"] == 0 and cell["qemu_command"] == []  # nothing was booted for it
+
+
+def test_cache_holding_keys_is_private(tmp_path: Path):
+    """The farm's SSH key and every image carrying a guest's private host key: 0600 files in 0700 folders."""
+    import stat
+
+    from farm.catalog import Catalog
+    from farm.guest.image import ImageBuilder
+    from farm.guest.keys import client_key
+
+    cache = tmp_path / "cache"
+    os.umask(0o022)  # what a user's shell usually has: files 0644 unless the farm says otherwise
+    key = client_key(cache / "keys")
+    image = ImageBuilder(cache, REPO / "guests", key).image([Catalog(REPO).tests["cpuinfo"]])
+
+    def mode(p: Path) -> int:
+        return stat.S_IMODE(p.stat().st_mode)
+
+    assert mode(cache) == mode(cache / "keys") == mode(cache / "images") == 0o700
+    assert mode(key.path) == 0o600
+    assert mode(image.initrd) == 0o600
+    base_layers = list((cache / "images").glob("base-*/base.cpio.gz"))
+    assert base_layers and all(mode(p) == 0o600 for p in base_layers)
+    assert all(mode(p.parent) == 0o700 for p in base_layers)

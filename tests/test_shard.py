@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from farm.errors import InputError
-from farm.merge import merge, parse_shard, shard
-from farm.results.run import Cell, Run, RunWriter
+from farm.merge import merge
+from farm.plan import parse_shard
+from farm.plan import shard_of as shard
+from farm.results.run import Cell, HostRecord, KernelRecord, Run, RunWriter, Status
 
 from .conftest import run_farm
 
@@ -43,17 +45,17 @@ def _shard_dir(root: Path, i: int, n: int, statuses: dict[str, str] | None = Non
     d = root / f"shard{i}"
     cells = shard(_cells(7), i, n)
     for c in cells:
-        c.status = (statuses or {}).get(c.id, "PASS")
+        c.status = Status((statuses or {}).get(c.id, "PASS"))
         c.host = f"runner{i}"
         cell_dir = d / "cells" / c.kernel / c.cpu / c.test
         cell_dir.mkdir(parents=True)
         (cell_dir / "console.log").write_text(f"farm-init: ready\n{c.id} on runner {i}\n")
         c.files = {"console": str((cell_dir / "console.log").relative_to(d))}
     run = Run(run_id=f"night-{i}", job="default", job_file="jobs/default.yaml", started=f"2026-01-01T00:0{i}:00",
-              host={"hostname": f"runner{i}", "shard": f"{i}/{n}", "accel": "tcg", "qemu": "QEMU 7.2",
-                    "accel_reason": "test", "cores": 2, "parallel": 2}, cells=cells)
+              host=HostRecord(hostname=f"runner{i}", shard=f"{i}/{n}", accel="tcg", qemu="QEMU 7.2",
+                              accel_reason="test", cores=2, parallel=2), cells=cells)
     run.finished = f"2026-01-01T01:0{i}:00"
-    run.kernels = {"stock": {"description": "", "baseline": True, "source": "prebuilt", "patches": []}}
+    run.kernels = {"stock": KernelRecord(source="prebuilt")}
     RunWriter(run, d / "run.json").save()
     return d
 
@@ -63,7 +65,7 @@ def test_merge_joins_shards_in_job_order_with_their_files(tmp_path):
     merged = merge(tmp_path / "merged", list(reversed(dirs)))
     assert [c.id for c in merged.cells] == [c.id for c in _cells(7)]  # the unsharded order
     assert merged.started == "2026-01-01T00:01:00" and merged.finished == "2026-01-01T01:03:00"
-    assert [s["shard"] for s in merged.host["shards"]] == ["3/3", "2/3", "1/3"]
+    assert [s["shard"] for s in merged.host.shards] == ["3/3", "2/3", "1/3"]
     for c in merged.cells:
         assert c.id in (tmp_path / "merged" / c.files["console"]).read_text()
     assert merged.exit_code() == 0

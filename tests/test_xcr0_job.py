@@ -67,12 +67,21 @@ def test_patched_kernel_runs_the_feature_cases_on_every_model(xcr0_run):
     assert status == "SKIP" and "AVX-512" in reason
 
 
-def test_reports_carry_the_ab_verdict_without_regressions(xcr0_run):
-    out, _, _ = xcr0_run
+def test_reports_carry_the_ab_verdict_without_regressions(xcr0_run, tmp_path):
+    out, run, _ = xcr0_run
     summary = (out / "summary.txt").read_text()
-    assert "regression" in summary.lower()
+    assert "; 0 regression(s) against the baseline." in summary
+    assert summary.rstrip().splitlines()[-1].startswith("Tested-by: farm <farm@")
     assert all(len(line) <= 72 for line in summary.splitlines())
-    compare = run_farm("compare", str(out), str(out))
-    assert compare.returncode == 0, compare.stdout
     html = (out / "report.html").read_text()
     assert "linux-6.1-xcr0" in html and "0x21f" in html  # what max delivered
+    # The same run with one patched case broken: compare finds exactly that regression and exits 1.
+    broken = json.loads((out / "run.json").read_text())
+    cell = next(c for c in broken["cells"] if c["id"] == "linux-6.1-xcr0/Skylake-Server/xcr0")
+    case = next(c for c in cell["cases"] if c["name"] == "signal_handler_xgetbv_override")
+    case["status"], cell["status"] = "FAIL", "FAIL"
+    (tmp_path / "run.json").write_text(json.dumps(broken))
+    compare = run_farm("compare", str(out), str(tmp_path))
+    assert compare.returncode == 1, compare.stdout
+    rows = [line for line in compare.stdout.splitlines() if line.strip().startswith("regression")]
+    assert len(rows) == 1 and "Skylake-Server xcr0.signal_handler_xgetbv_override" in rows[0], compare.stdout

@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..errors import InputError
+from ..fsutil import private_dir
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,8 @@ def client_key(folder: Path) -> ClientKey:
     """Load the key pair in `folder`, making it on first use (private file 0600)."""
     private = folder / "id_ed25519"
     public = folder / "id_ed25519.pub"
+    private_dir(folder)
     if not private.exists():
-        folder.mkdir(parents=True, exist_ok=True)
         key = Ed25519PrivateKey.generate()
         pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()

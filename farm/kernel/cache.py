@@ -1,7 +1,9 @@
 """The content-addressed kernel cache and the digests it is keyed by.
 
 A kernel's key is the sha256 of: the source digest, each patch's sha256, the config recipe (base name and
-each fragment's content), the compiler (`gcc --version`), the image path and this layout's version.
+each fragment's content), the compiler (`gcc --version`), the rest of the toolchain (`ld --version`,
+`make --version`), the farm's own build recipe (build.recipe(): environment, compiler command, make
+arguments, recipe version), the image path and this layout's version.
 A key that is in the cache is returned without running make. Layout under paths.cache_root():
 
   kernels/<key>/<image name>, metadata.json, build.log   finished kernels (written atomically)
@@ -55,8 +57,32 @@ def compiler_version(cc: str = "gcc") -> str:
     return out.strip()
 
 
+TOOLS = {"ld": ["ld", "--version"], "make": ["make", "--version"]}
+
+
+@lru_cache(maxsize=1)
+def toolchain() -> dict[str, str]:
+    """The first line of each build tool's version (gcc is `compiler`): binutils' ld and make."""
+    out = {}
+    for name, argv in TOOLS.items():
+        try:
+            text = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+        except (OSError, subprocess.CalledProcessError) as e:
+            from .errors import BuildError
+
+            raise BuildError(f"cannot run '{' '.join(argv)}': {e}") from None
+        out[name] = (text.strip().splitlines() or [""])[0]
+    return out
+
+
 def kernel_key(
-    source_digest: str, patch_digests: list[str], config_inputs: dict, compiler: str, image: str
+    source_digest: str,
+    patch_digests: list[str],
+    config_inputs: dict,
+    compiler: str,
+    image: str,
+    tools: dict | None = None,
+    recipe: dict | None = None,
 ) -> tuple[str, dict]:
     """The content key of a kernel and the inputs it was computed from (recorded in metadata.json)."""
     inputs = {
@@ -65,6 +91,8 @@ def kernel_key(
         "patches": list(patch_digests),
         "config": config_inputs,
         "compiler": compiler,
+        "toolchain": dict(tools or {}),
+        "recipe": dict(recipe or {}),
         "image": image,
     }
     return digest_json(inputs), inputs

@@ -271,7 +271,8 @@ def _sync_plain(tree, pristine, patches, touched_by, want, state, state_path, ru
 def _sync_git(tree, base, patches, touched_by, want, state_path, runner, log) -> list[str]:
     state_path.write_text(json.dumps({"done": False}))
     runner.run(["git", "am", "--abort"], cwd=tree, record=False)
-    for argv in (["git", "reset", "-q", "--hard", base], ["git", "clean", "-fdq"]):
+    # the build dir lives in the tree (source.BUILD_SUBDIR): git clean must leave it
+    for argv in (["git", "reset", "-q", "--hard", base], ["git", "clean", "-fdq", "-e", "/.farm-build"]):
         rc, out = runner.run(argv, cwd=tree)
         if rc != 0:
             raise BuildError(f"cannot reset the worktree {tree} to {base}", out[-10:])

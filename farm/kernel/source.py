@@ -9,9 +9,11 @@ Three kinds (farm.catalog.Source):
 The pristine tree is never written to. Builds run from a work tree (`work_tree()`): a hard-linked copy of
 the unpacked tarball (git apply replaces a file rather than writing into it, so the links to the pristine
 tree are never written through), a git worktree, or for `dir` the folder itself when there are no patches
-and an rsync'ed copy when there are. Every work tree sits at <work>/src next to its build dir <work>/build,
-so with CCACHE_BASEDIR the compiler sees the same relative paths in every work dir and ccache hits across
-kernels and series.
+and a mirrored copy when there are (`mirror()`: only files whose size or mtime differ are copied, so a
+tree seeded from an earlier build keeps the mtimes of what did not change). Every work tree sits at
+<work>/src with its build dir inside it (BUILD_SUBDIR): kbuild then uses `..` as srctree, so the command
+lines it records (and compares to decide what to rebuild) are the same in every work dir, a build dir
+copied from an earlier build stays valid, and ccache hits across kernels and series.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from .errors import BuildError
 from .run import Runner
 
 DEBIAN_SRC = Path("/usr/src")
+BUILD_SUBDIR = ".farm-build"  # the build dir, inside the work tree (see above)
 TARBALL_SUFFIXES = (".tar.xz", ".tar.gz", ".tar.bz2", ".tar")
 
 
@@ -57,8 +60,10 @@ def resolve(source: Source) -> Resolved:
     if not path.is_dir():
         raise BuildError(f"source {source.kind}: {source.location}: no such folder ({path})")
     if source.kind == "git":
-        commit = _git(path, "rev-parse", "HEAD")
+        commit = _git(path, "rev-parse", "--verify", "--quiet", f"{source.ref or 'HEAD'}^{{commit}}")
         if commit is None:
+            if source.ref:
+                raise BuildError(f"source git: {path}: no commit '{source.ref}' in that repository")
             raise BuildError(f"source git: {path} is not a git repository with a commit")
         return Resolved(source, path, "git:" + commit, "git:" + str(path.resolve()), commit)
     if source.kind == "dir":
@@ -141,9 +146,12 @@ def pristine_tree(res: Resolved, runner: Runner, log) -> Path:
     return dest
 
 
-def work_tree(res: Resolved, pristine: Path, work: Path, patched: bool, runner: Runner, log) -> Path:
+def work_tree(
+    res: Resolved, pristine: Path, work: Path, patched: bool, runner: Runner, log, base: Path | None = None
+) -> Path:
     """The tree this work dir builds from, at <work>/src, brought to the source's current content
-    (patches are applied afterwards, by patches.sync)."""
+    (patches are applied afterwards, by patches.sync). base: an earlier build's tree for a dir source to
+    start from (hard links, then only what differs is copied)."""
     tree = work / "src"
     kind = res.source.kind
     if kind == "dir" and not patched:
@@ -178,12 +186,72 @@ def work_tree(res: Resolved, pristine: Path, work: Path, patched: bool, runner: 
                 raise BuildError(f"cannot add a git worktree of {res.path} at {tree}", lines[-10:])
         return tree
     if kind == "dir":
-        tree.mkdir(parents=True, exist_ok=True)
-        rc, lines = runner.run(["rsync", "-a", "--delete", "--exclude=/.git", f"{pristine}/", f"{tree}/"], cwd=work)
-        if rc != 0:
-            raise BuildError(f"cannot copy {pristine} to the work tree {tree}", lines[-10:])
+        if not tree.exists() and base is not None and base.is_dir():
+            rc, lines = runner.run(["cp", "-al", str(base), str(tree)], cwd=work)
+            if rc != 0:
+                raise BuildError(f"cannot link {base} to the work tree {tree}", lines[-10:])
+            shutil.rmtree(tree / BUILD_SUBDIR, ignore_errors=True)  # links to the seed's objects: never ours
+        runner.note(f"# mirror {pristine}/ -> {tree}/ (without .git)")
+        try:
+            copied = mirror(pristine, tree, skip_src={".git"}, skip_dst={BUILD_SUBDIR})
+        except OSError as e:
+            raise BuildError(f"cannot copy {pristine} to the work tree {tree}: {e}") from None
+        runner.note(f"# {copied} file(s) copied")
         return tree
     raise BuildError(f"unknown source kind '{kind}'")
+
+
+def mirror(src: Path, dst: Path, skip_src: set[str] = frozenset(), skip_dst: set[str] = frozenset()) -> int:
+    """Make dst a copy of src: files whose type, size or mtime differ are copied (a new file, never written
+    through a hard link), what src does not have is removed, the rest is left alone. Top-level names in
+    skip_src are not copied, those in skip_dst not removed. Returns how many files were copied."""
+    copied = 0
+    dst.mkdir(parents=True, exist_ok=True)
+    for root, dirs, files in os.walk(src):
+        rel = os.path.relpath(root, src)
+        here = dst / rel if rel != "." else dst
+        if rel == ".":
+            dirs[:] = [d for d in dirs if d not in skip_src]
+            files = [f for f in files if f not in skip_src]
+        want = set(dirs) | set(files)
+        for name in os.listdir(here):
+            if name not in want and not (rel == "." and name in skip_dst):
+                p = here / name
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
+        for d in dirs:
+            p = here / d
+            if p.is_symlink() or (p.exists() and not p.is_dir()):
+                p.unlink()
+            if os.path.islink(os.path.join(root, d)):
+                if not p.is_symlink():
+                    os.symlink(os.readlink(os.path.join(root, d)), p)
+                continue
+            p.mkdir(exist_ok=True)
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
+        for f in files:
+            s_path, d_path = os.path.join(root, f), here / f
+            st = os.lstat(s_path)
+            try:
+                dt = os.lstat(d_path)
+            except FileNotFoundError:
+                dt = None
+            if dt is not None and (dt.st_mode, dt.st_size, dt.st_mtime_ns) == (st.st_mode, st.st_size, st.st_mtime_ns):
+                continue
+            if dt is not None:
+                if os.path.isdir(d_path) and not os.path.islink(d_path):
+                    shutil.rmtree(d_path)
+                else:
+                    d_path.unlink()
+            if os.path.islink(s_path):
+                os.symlink(os.readlink(s_path), d_path)
+                os.utime(d_path, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+            else:
+                shutil.copy2(s_path, d_path)
+            copied += 1
+    return copied
 
 
 def kernel_version(tree: Path) -> str:

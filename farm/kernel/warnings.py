@@ -36,7 +36,7 @@ def clean(text: str) -> str:
 def normalize(file: str, tree: Path, build_dir: Path) -> str:
     """A diagnostic's file as a path relative to the source tree (or 'O/...' for a generated file)."""
     p = Path(os.path.normpath(file if os.path.isabs(file) else build_dir / file))
-    for root, prefix in ((tree, ""), (build_dir, "O/")):
+    for root, prefix in ((build_dir, "O/"), (tree, "")):  # the build dir may sit inside the tree
         try:
             return prefix + str(p.relative_to(root))
         except ValueError:

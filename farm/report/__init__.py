@@ -3,7 +3,11 @@
     write_all(run, run_dir)                      report.html, summary.txt, junit.xml, kcidb.json
     write_all(run, run_dir, history=path)        the same, after recording the run in the history DB;
                                                  the HTML and text reports then say what changed
-                                                 since the job's previous run (new failures, fixed, flaky)
+                                                 since the job's previous run (new failures, fixed, flaky),
+                                                 draw the job's recent runs as a strip and say where each
+                                                 crash was first seen
+    text.closing_lines(run, run_dir)             what `farm run` prints last: verdict, counts, time split, path
+    reply.main(run_dir, out, report_url)         `farm reply`: the summary as an RFC 5322 reply to the series
 """
 
 from __future__ import annotations

@@ -1,13 +1,15 @@
-"""Small helpers shared by the report writers: atomic writes, guest-text cleaning, console tails."""
+"""Small helpers shared by the report writers: guest-text cleaning, console tails, verdict lines.
+
+atomic_write is farm.fsutil's, re-exported for the writers."""
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 from pathlib import Path
 
-from ..results.run import FAILING, Cell, Run
+from ..fsutil import atomic_write  # noqa: F401 - the writers' one atomic write
+from ..results.run import FAILING, BuildRecord, Case, Cell, Run, Status
 
 # C0 controls but tab/newline, DEL, C1 controls, lone surrogates and the XML non-characters: a guest may
 # print any of them, and none may reach a terminal, a mail or an XML file raw.
@@ -30,19 +32,6 @@ def ascii_line(text: str) -> str:
     return _NON_ASCII.sub(_hex, text.replace("\t", " ").replace("\r", "").replace("\n", " "))
 
 
-def atomic_write(path: Path, text: str) -> Path:
-    """Write a file so that a reader sees the old or the new content, never half of it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def tail(path: Path, limit: int) -> str | None:
     """The last `limit` bytes of a file, decoded leniently, or None when it cannot be read."""
     try:
@@ -56,18 +45,48 @@ def tail(path: Path, limit: int) -> str | None:
     return ("[... earlier output in the file ...]\n" if size > limit else "") + text
 
 
-def derived_status(cases: list[dict]) -> str:
+def tail_lines(path: Path, limit: int) -> tuple[int, list[str]] | None:
+    """The last `limit` bytes of a file as lines, with the 1-based number of the first one in the file
+    (crash records name console lines by number), or None when it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            start = max(0, size - limit)
+            f.seek(0)
+            before = 0
+            left = start
+            while left > 0:
+                chunk = f.read(min(left, 1 << 20))
+                if not chunk:
+                    break
+                before += chunk.count(b"\n")
+                left -= len(chunk)
+            data = f.read()
+    except OSError:
+        return None
+    lines = [ln.removesuffix("\r") for ln in data.decode("utf-8", "replace").split("\n")]
+    if lines and lines[-1] == "":
+        lines.pop()
+    first = before + 1
+    if start > 0 and not data.startswith(b"\n"):  # the first line is cut: show it from where it starts here
+        lines[0] = "[...] " + lines[0] if lines else ""
+    return first, lines
+
+
+def derived_status(cases: list[Case]) -> Status:
     """What the cases alone say about the test (as the KTAP parser sums them)."""
-    if any(k.get("status") == "FAIL" for k in cases):
-        return "FAIL"
-    if cases and all(k.get("status") == "SKIP" for k in cases):
-        return "SKIP"
-    return "PASS"
+    if any(k.status is Status.FAIL for k in cases):
+        return Status.FAIL
+    if cases and all(k.status is Status.SKIP for k in cases):
+        return Status.SKIP
+    return Status.PASS
 
 
 def explained_by_cases(cell: Cell) -> bool:
     """True when the cell's status is just the sum of its cases (so the cases alone tell the story)."""
-    return bool(cell.cases) and cell.status in ("PASS", "FAIL", "SKIP") and derived_status(cell.cases) == cell.status
+    return (bool(cell.cases) and cell.status in (Status.PASS, Status.FAIL, Status.SKIP)
+            and derived_status(cell.cases) == cell.status)
 
 
 def verdict(run: Run) -> tuple[str, str]:
@@ -75,9 +94,9 @@ def verdict(run: Run) -> tuple[str, str]:
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     if any(counts[s] for s in FAILING):
         return "FAIL", summary
-    if counts["PENDING"] or run.interrupted:
+    if counts[Status.PENDING] or run.interrupted:
         return "INCOMPLETE", summary
-    if counts["ERROR"]:
+    if counts[Status.ERROR]:
         return "ERROR", summary
     return "PASS", summary
 
@@ -87,17 +106,17 @@ def farm_command(run: Run, cell: Cell | None = None) -> str:
     argv = ["farm", "run", "--job", run.job or run.job_file]
     if cell is not None:
         argv += ["--kernel", cell.kernel, "--cpu", cell.cpu, "--test", cell.test]
-    accel = (cell.accel if cell is not None else "") or run.host.get("accel", "")
+    accel = (cell.accel if cell is not None else "") or run.host.accel
     if accel in ("kvm", "tcg"):
         argv += ["--accel", accel]
     return shlex.join(argv)
 
 
-def build_commands(build: dict) -> list[str]:
-    """The shell commands that reproduce a kernel build, from its metadata (empty for prebuilt kernels)."""
+def build_commands(build: BuildRecord | None) -> list[str]:
+    """The shell commands that reproduce a kernel build (empty for prebuilt kernels)."""
     out = []
-    for c in build.get("commands") or []:
-        if not isinstance(c, dict) or not c.get("argv"):
+    for c in build.commands if build else []:
+        if not c.get("argv"):
             continue
         env = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in sorted((c.get("env") or {}).items()))
         cwd = f"cd {shlex.quote(str(c['cwd']))} && " if c.get("cwd") else ""
@@ -105,34 +124,9 @@ def build_commands(build: dict) -> list[str]:
     return out
 
 
-def build_summary(build: dict) -> str:
+def build_summary(build: BuildRecord | None) -> str:
     """One line about how a kernel was obtained: release, source, patches, build key."""
-    if not build:
-        return "no build metadata"
-    if "prebuilt" in build:
-        return f"prebuilt {build.get('release') or ''} ({build['prebuilt']})".replace("  ", " ")
-    parts = []
-    release = build.get("kernel_release") or build.get("kernel_version")
-    if release:
-        parts.append(str(release))
-    src = build.get("source") or {}
-    if isinstance(src, dict) and src.get("location"):
-        commit = f"@{str(src['commit'])[:12]}" if src.get("commit") else ""
-        parts.append(f"{src.get('kind', '')}:{src['location']}{commit}")
-    patches = build.get("patches") or []
-    if patches:
-        parts.append(f"{len(patches)} patch(es)")
-    if build.get("key"):
-        parts.append(f"key {str(build['key'])[:12]}")
-    if "cache_hit" in build:
-        parts.append("cached" if build["cache_hit"] else "built")
-    if build.get("compiler"):
-        parts.append(str(build["compiler"]))
-    if build.get("checkpatch"):
-        from ..kernel.checkpatch import summary
-
-        parts.append(summary(build["checkpatch"]))
-    return ", ".join(parts) or "no build metadata"
+    return build.summary() if build else "no build metadata"
 
 
 class quiet_gc:
@@ -152,8 +146,3 @@ class quiet_gc:
         if self.was:
             gc.enable()
         return False
-
-
-def kernel_builds(run) -> dict[str, dict]:
-    """Build metadata per kernel (kept once per kernel in run.kernels, not in every cell)."""
-    return {k: info["build"] for k, info in run.kernels.items() if isinstance(info, dict) and info.get("build")}

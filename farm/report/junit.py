@@ -13,7 +13,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from ..results.run import Cell, Run
+from ..results.run import Cell, Run, Status
 from .common import atomic_write, clean, explained_by_cases, quiet_gc, tail
 
 EXCERPT = 8 << 10  # console bytes per non-passing cell
@@ -41,14 +41,13 @@ def _a(text) -> str:
     return f'"{text}"'
 
 
-def _result(status: str, message: str, body: str) -> str:
-    if status in ("FAIL", "FLAKY"):  # FLAKY: failed, then passed on its retry; the farm counts it as failing
+def _result(status: Status, message: str, body: str) -> str:
+    kind = status.junit  # FLAKY is a failure: failed, then passed on its retry; the farm counts it as failing
+    if kind == "failure":
         return f"<failure type={_a(status)} message={_a(message or 'failed')}>{_t(body)}</failure>"
-    if status == "SKIP":
-        return f"<skipped message={_a(message or 'skipped')}/>"
-    if status == "PENDING":
-        return f"<skipped message={_a(message or 'not run')}/>"
-    if status in ("CRASH", "TIMEOUT", "ERROR"):
+    if kind == "skipped":
+        return f"<skipped message={_a(message or ('not run' if status is Status.PENDING else 'skipped'))}/>"
+    if kind == "error":
         return f"<error type={_a(status)} message={_a(message or status.lower())}>{_t(body)}</error>"
     return ""
 
@@ -58,13 +57,14 @@ def _suite(run: Run, cell: Cell, run_dir: Path | None) -> tuple[str, dict[str, i
     cases = []
     n = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
 
-    def add(name: str, status: str, message: str, body: str, seconds: float | None = None) -> None:
+    def add(name: str, status: Status, message: str, body: str, seconds: float | None = None) -> None:
         n["tests"] += 1
-        if status in ("FAIL", "FLAKY"):
+        kind = status.junit
+        if kind == "failure":
             n["failures"] += 1
-        elif status in ("SKIP", "PENDING"):
+        elif kind == "skipped":
             n["skipped"] += 1
-        elif status in ("CRASH", "TIMEOUT", "ERROR"):
+        elif kind == "error":
             n["errors"] += 1
         t = f" time=\"{seconds:.3f}\"" if seconds is not None else ""
         inner = _result(status, message, body)
@@ -72,22 +72,25 @@ def _suite(run: Run, cell: Cell, run_dir: Path | None) -> tuple[str, dict[str, i
                      + (f">{inner}</testcase>" if inner else "/>"))
 
     for k in cell.cases:
-        diags = "\n".join(str(d) for d in k.get("diagnostics") or [])
-        add(str(k.get("name", "")) or f"case{k.get('number', '')}", str(k.get("status", "")),
-            str(k.get("reason", "")), diags)
+        add(k.name or f"case{k.number}", k.status, k.reason, "\n".join(k.diagnostics))
     if not explained_by_cases(cell):
-        crash = "\n".join(str(x.get("line", "")) for x in cell.crashes if isinstance(x, dict))
-        message = (cell.crashes[0].get("line") if cell.crashes and isinstance(cell.crashes[0], dict) else "") \
-            or cell.reason
+        crash = "\n".join(x.line for x in cell.crashes)
+        message = (cell.crashes[0].line if cell.crashes else "") or cell.reason
         add(cell.test, cell.status, message, crash or cell.reason, cell.timings.get("total"))
     props = {"kernel": cell.kernel, "cpu": cell.cpu, "cpu_qemu": cell.cpu_qemu, "accel": cell.accel,
              "test": cell.test, "status": cell.status, "stage": cell.stage, "attempts": cell.attempts,
              **{f"fact.{k}": v for k, v in cell.facts.items()}}
     if cell.filtered_features:
         props["filtered_features"] = ",".join(cell.filtered_features)
+    if run.series is not None:  # the series under test (farm run --series): its trailers, on every suite
+        s = run.series
+        props.update({k: v for k, v in (("series.subject", s.subject), ("series.version", s.version),
+                                        ("series.message_id", s.message_id), ("series.link", s.link),
+                                        ("series.base_commit", s.base_commit)) if v})
     out = "".join(f"<property name={_a(k)} value={_a(v)}/>" for k, v in props.items())
     system_out = ""
-    if cell.status not in ("PASS", "SKIP", "PENDING") and run_dir is not None and "console" in cell.files:
+    quiet = cell.status in (Status.PASS, Status.SKIP, Status.PENDING)
+    if not quiet and run_dir is not None and "console" in cell.files:
         text = tail(run_dir / cell.files["console"], EXCERPT)
         if text is not None:
             system_out = f"<system-out>{_t(text)}</system-out>"
@@ -96,7 +99,7 @@ def _suite(run: Run, cell: Cell, run_dir: Path | None) -> tuple[str, dict[str, i
         system_out = f"<system-out>{_t(files)}</system-out>"
     head = (f"<testsuite name={_a(cell.id)} tests=\"{n['tests']}\" failures=\"{n['failures']}\" "
             f"errors=\"{n['errors']}\" skipped=\"{n['skipped']}\" time=\"{cell.timings.get('total', 0.0):.3f}\" "
-            f"hostname={_a(run.host.get('hostname', ''))}>")
+            f"hostname={_a(run.host.hostname)}>")
     return f"{head}<properties>{out}</properties>{''.join(cases)}{system_out}</testsuite>", n
 
 

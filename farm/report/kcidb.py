@@ -20,13 +20,11 @@ from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
-from ..results.run import Cell, Run
-from .common import atomic_write, build_commands, kernel_builds, quiet_gc
+from ..results.run import BuildOutcome, BuildRecord, Run
+from .common import atomic_write, build_commands, quiet_gc
 
 ORIGIN = "farm"
 VERSION = {"major": 5, "minor": 3}
-STATUS = {"PASS": "PASS", "FAIL": "FAIL", "SKIP": "SKIP", "CRASH": "FAIL", "TIMEOUT": "ERROR", "FLAKY": "FAIL",
-          "ERROR": "MISS", "PENDING": "MISS"}
 EXCERPT = 16384  # the schema's limit for log_excerpt
 _PATH_BAD = re.compile(r"[^A-Za-z0-9_-]+")
 _SHA1 = re.compile(r"^[0-9a-f]{40}$")
@@ -74,26 +72,26 @@ def dumps(data: dict) -> str:
 
 def patchset_hash(patches: list[dict]) -> str:
     """sha256 over the newline-terminated sha256 of each patch, in order ('' without patches)."""
-    hashes = [str(p.get("sha256", "")) for p in patches if isinstance(p, dict)]
+    hashes = [str(p.get("sha256", "")) for p in patches]
     if not hashes or not all(_SHA256.match(h) for h in hashes):
         return ""
     return hashlib.sha256("".join(h + "\n" for h in hashes).encode()).hexdigest()
 
 
-def _build_status(kernel: str, build: dict, cells: list[Cell]) -> str | None:
-    if build.get("image_sha256") or build.get("prebuilt"):
+def _build_status(build: BuildRecord | None) -> str | None:
+    """KCIDB build status: PASS when the kernel was obtained, FAIL when it does not build (the series'
+    fault), ERROR when the build could not be done."""
+    if build is None:
+        return None
+    if build.outcome.ok:
         return "PASS"
-    failed = [c for c in cells if c.kernel == kernel and c.stage == "build" and c.status == "ERROR"]
-    if failed:
-        return "FAIL" if "does not build" in failed[0].reason else "ERROR"
-    return None
+    return "FAIL" if build.outcome is BuildOutcome.FAILED else "ERROR"
 
 
-def _test(build_id: str, status: str, ident: str, path: str, excerpt: str, misc: dict, env: dict,
+def _test(build_id: str, status, ident: str, path: str, excerpt: str, misc: dict, env: dict,
           log_url: str | None, duration: float | None) -> dict:
-    t = {"id": ident, "origin": ORIGIN, "build_id": build_id, "path": path, "environment": env, "misc": misc}
-    if status in STATUS:
-        t["status"] = STATUS[status]
+    t = {"id": ident, "origin": ORIGIN, "build_id": build_id, "path": path, "environment": env, "misc": misc,
+         "status": status.kcidb}
     if excerpt:
         t["log_excerpt"] = _s(excerpt)[-EXCERPT:]
     if log_url:
@@ -106,44 +104,54 @@ def _test(build_id: str, status: str, ident: str, path: str, excerpt: str, misc:
 def render(run: Run, base_url: str | None = None) -> dict:
     """The KCIDB document. base_url: where the run directory is published (for log_url), if anywhere."""
     started = _time(run.started)
-    builds_meta = kernel_builds(run)
+    builds = run.builds()
     kernels = list(dict.fromkeys([*(c.kernel for c in run.cells), *run.kernels]))
-    checkouts, builds, tests = [], [], []
+    checkouts, builds_out, tests = [], [], []
     for k in kernels:
-        info = run.kernels.get(k) or {}
-        meta = builds_meta.get(k) or {}
-        src = meta.get("source") if isinstance(meta.get("source"), dict) else {}
-        co = {"id": f"{ORIGIN}:{run.run_id}:{k}", "origin": ORIGIN, "tree_name": _s(info.get("source") or k),
-              "patchset_hash": patchset_hash(meta.get("patches") or []),
-              "comment": _s(info.get("description") or k),
-              "misc": ({"kernel": k, "baseline": info.get("baseline"), "source": info.get("source"),
-                                 "patches": info.get("patches") or [], "digest": src.get("digest"),
-                                 "kernel_version": meta.get("kernel_version")})}
-        if src.get("commit") and _SHA1.match(str(src["commit"])):
-            co["git_commit_hash"] = src["commit"]
+        info = run.kernels.get(k)
+        build = builds.get(k)
+        meta = build.metadata if build else {}
+        co = {"id": f"{ORIGIN}:{run.run_id}:{k}", "origin": ORIGIN, "tree_name": _s((info.source if info else "") or k),
+              "patchset_hash": patchset_hash(build.patches if build else []),
+              "comment": _s((info.description if info else "") or k),
+              "misc": {"kernel": k, "baseline": info.baseline if info else None,
+                       "source": info.source if info else None, "patches": info.patches if info else [],
+                       "digest": build.source_digest if build else None,
+                       "kernel_version": (build.version if build else None) or None}}
+        if build and _SHA1.match(build.source_commit):
+            co["git_commit_hash"] = build.source_commit
+        if run.series is not None and info and info.baseline and k != info.baseline and k.endswith("+series"):
+            s = run.series  # this checkout is the series under test: KCIDB's message_id is its cover letter
+            if s.message_id:
+                co["message_id"] = _s(s.message_id)
+            co["misc"]["series"] = {"subject": _s(s.subject), "version": s.version, "link": _s(s.link),
+                                    "base_commit": s.base_commit, "base_used": _s(s.base_used)}
         if started:
             co["start_time"] = started
-        status = _build_status(k, meta, run.cells)
+        status = _build_status(build)
         if status == "PASS":
             co["valid"] = True  # the source was obtained and the series applied: it built
         checkouts.append(co)
         b = {"id": f"{ORIGIN}:{run.run_id}:{k}:build", "origin": ORIGIN, "checkout_id": co["id"],
              "architecture": "x86_64",
-             "misc": ({k2: meta.get(k2) for k2 in ("key", "cache_hit", "kernel_release", "prebuilt",
-                                                            "release", "image_sha256", "image_size", "incremental")
-                                if meta.get(k2) is not None})}
+             "misc": {k2: v for k2, v in (("key", build.key if build else ""),
+                                          ("cache_hit", build.cache_hit if build and not build.prebuilt else None),
+                                          ("kernel_release", build.release if build else ""),
+                                          ("image_sha256", meta.get("image_sha256")),
+                                          ("image_size", meta.get("image_size")),
+                                          ("incremental", meta.get("incremental"))) if v not in (None, "")}}
         if status:
             b["status"] = status
-        if meta.get("compiler"):
-            b["compiler"] = _s(meta["compiler"])
-        commands = build_commands(meta)
+        if build and build.compiler:
+            b["compiler"] = _s(build.compiler)
+        commands = build_commands(build)
         if commands:
             b["command"] = _s(" && ".join(f"({c})" for c in commands))
-        cfg = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+        cfg = meta.get("config") or {}
         if cfg.get("base"):
-            frags = [Path(str(f.get("file", ""))).name for f in cfg.get("fragments") or [] if isinstance(f, dict)]
+            frags = [Path(str(f.get("file", ""))).name for f in cfg.get("fragments") or []]
             b["config_name"] = _s("+".join([str(cfg["base"]), *frags]))
-        dur = (meta.get("durations") or {}).get("total") if isinstance(meta.get("durations"), dict) else None
+        dur = (meta.get("durations") or {}).get("total")
         if isinstance(dur, int | float):
             b["duration"] = float(dur)
         bt = _time(meta.get("built_at"))
@@ -152,9 +160,9 @@ def render(run: Run, base_url: str | None = None) -> dict:
         if meta.get("warnings"):
             b["misc"]["warnings"] = len(meta["warnings"])
             b["misc"]["new_warnings"] = len(meta.get("new_warnings") or [])
-        builds.append(b)
+        builds_out.append(b)
 
-    host = run.host.get("hostname")
+    host = run.host.hostname
     prefix = f"{ORIGIN}:{run.run_id}:"
     for c in run.cells:
         build_id = f"{prefix}{c.kernel}:build"
@@ -165,7 +173,7 @@ def render(run: Run, base_url: str | None = None) -> dict:
         case_env = {"comment": comment, "misc": {"cpu_model": c.cpu, "accel": c.accel}}
         url = f"{base_url.rstrip('/')}/{c.files['console']}" if base_url and "console" in c.files else None
         tpath = path_part(c.test, "test")
-        crash = "\n".join(str(x.get("line", "")) for x in c.crashes if isinstance(x, dict))
+        crash = "\n".join(x.line for x in c.crashes)
         misc = {"farm_status": c.status, "cell": c.id, "stage": c.stage, "reason": c.reason, "attempts": c.attempts,
                 "files": c.files, "timings": c.timings, "qemu_command": c.qemu_command}
         tests.append(_test(build_id, c.status, f"{prefix}{c.id}", tpath, crash or c.reason, misc, env, url,
@@ -173,28 +181,24 @@ def render(run: Run, base_url: str | None = None) -> dict:
         lost = c.status in ("CRASH", "TIMEOUT")  # the kernel did not survive the test, whatever a case said
         seen = set()
         for k in c.cases:
-            number = k.get("number", "")
-            name = str(k.get("name", ""))
-            status = str(k.get("status", ""))
-            ident = f"{prefix}{c.id}:{number}"
+            ident = f"{prefix}{c.id}:{k.number}"
             if ident in seen:
                 ident += f":{len(seen)}"
             seen.add(ident)
-            part = path_part(name, f"case{number}")
+            part = path_part(k.name, f"case{k.number}")
             t = {"id": ident, "origin": ORIGIN, "build_id": build_id, "path": f"{tpath}.{part}",
-                 "environment": case_env, "misc": {"case": name} if part != name else {}}
-            if status in STATUS:
-                t["status"] = STATUS[status]
-            else:
-                t["misc"]["farm_status"] = status
-            if k.get("reason"):
-                t["misc"]["reason"] = k["reason"]
-            if lost and status == "PASS":
-                t["misc"]["cell_status"] = c.status
-            if k.get("diagnostics"):
-                t["log_excerpt"] = _s("\n".join(str(d) for d in k["diagnostics"]))[-EXCERPT:]
+                 "environment": case_env, "misc": {"case": k.name} if part != k.name else {},
+                 "status": k.status.kcidb}
+            if k.status.kcidb != k.status:
+                t["misc"]["farm_status"] = str(k.status)
+            if k.reason:
+                t["misc"]["reason"] = k.reason
+            if lost and k.status == "PASS":
+                t["misc"]["cell_status"] = str(c.status)
+            if k.diagnostics:
+                t["log_excerpt"] = _s("\n".join(k.diagnostics))[-EXCERPT:]
             tests.append(t)
-    return {"version": dict(VERSION), "checkouts": checkouts, "builds": builds, "tests": tests}
+    return {"version": dict(VERSION), "checkouts": checkouts, "builds": builds_out, "tests": tests}
 
 
 def write(run: Run, run_dir: Path, base_url: str | None = None) -> Path:

@@ -5,7 +5,18 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from ..results.run import Cell, Run
+from ..results.run import (
+    BuildOutcome,
+    BuildRecord,
+    Case,
+    Cell,
+    Crash,
+    HostRecord,
+    KernelRecord,
+    Run,
+    SeriesRecord,
+    Status,
+)
 
 EVIL = "<script>document.title='pwned'</script>"
 NASTY = "]]>\x00\x1b[31m\x07\x7f" + EVIL  # CDATA end, NUL, an ANSI escape, BEL, DEL and a script
@@ -31,10 +42,12 @@ def build_meta(kernel: str, patched: bool) -> dict:
 def make_run(run_dir: Path, kernels=("linux-6.1", "linux-6.1-xcr0"), cpus=("Broadwell", "Skylake-Server"),
              tests=("xcr0", "cpuinfo"), cases: int = 4, seed: int = 1, fail_rate: float = 0.0,
              files: bool = True, run_id: str = "r1", started: str = "2026-11-26T10:00:00+00:00",
-             statuses: dict[str, str] | None = None) -> Run:
+             statuses: dict[str, str] | None = None, series: SeriesRecord | None = None,
+             timeline: bool = False) -> Run:
     """A finished run: every cell PASS unless `statuses` (cell id -> status) or fail_rate say otherwise.
 
-    Case 1 of every test is named with NASTY text; output and console files are written when `files`."""
+    Case 1 of every test is named with NASTY text; output and console files are written when `files`.
+    timeline: cells get start/end times (one guest at a time, after a 30 s prepare) and Run.phases."""
     rng = random.Random(seed)
     cells = []
     for k in kernels:
@@ -47,20 +60,20 @@ def make_run(run_dir: Path, kernels=("linux-6.1", "linux-6.1-xcr0"), cpus=("Broa
                 ks = []
                 for i in range(1, cases + 1):
                     name = NASTY if i == 1 else f"{t}_case_{i}"
-                    ks.append({"number": i, "name": name, "status": "PASS", "reason": "", "diagnostics":
-                               [EVIL] if i == 1 else []})
+                    ks.append(Case(i, name, Status.PASS, "", [EVIL] if i == 1 else []))
                 if status == "FAIL" and ks:
-                    ks[-1]["status"] = "FAIL"
+                    ks[-1].status = Status.FAIL
                 if status == "SKIP":
                     for x in ks:
-                        x["status"], x["reason"] = "SKIP", "not supported"
+                        x.status, x.reason = Status.SKIP, "not supported"
                 if status in ("ERROR", "PENDING"):
                     ks = []
                 if status == "TIMEOUT":
                     ks = ks[:1]
                 rel = f"cells/{k}/{cpu}/{t}"
                 cell = Cell(
-                    id=cid, kernel=k, cpu=cpu, test=t, status=status, stage="" if status == "PENDING" else "test",
+                    id=cid, kernel=k, cpu=cpu, test=t, status=Status(status),
+                    stage="" if status == "PENDING" else "test",
                     reason={"PASS": "", "SKIP": "", "FAIL": f"failed: {t}_case_{cases}",
                             "CRASH": "Kernel panic - not syncing: " + EVIL,
                             "TIMEOUT": "test did not finish within 60 s",
@@ -71,7 +84,7 @@ def make_run(run_dir: Path, kernels=("linux-6.1", "linux-6.1-xcr0"), cpus=("Broa
                     facts={"xcr0": "0x207" if "Skylake" in cpu else "0x7", "xsave_size": "2696" if "Skylake" in cpu
                            else "832", "avx512f": "0"},
                     filtered_features=["avx512f"] if "Server" in cpu else [], cases=ks,
-                    crashes=[{"kind": "panic", "line": "Kernel panic - not syncing: " + EVIL, "lineno": 3}]
+                    crashes=[Crash("panic", "Kernel panic - not syncing: " + EVIL, 4)]
                     if status == "CRASH" else [],
                     exit_status=0 if status in ("PASS", "FLAKY") else 1,
                     attempts={"PENDING": 0, "FLAKY": 2}.get(status, 1),
@@ -79,11 +92,17 @@ def make_run(run_dir: Path, kernels=("linux-6.1", "linux-6.1-xcr0"), cpus=("Broa
                     files={"console": f"{rel}/console.log", "output": f"{rel}/output.txt",
                            "qemu_log": f"{rel}/qemu.log"} if files and status != "PENDING" else {},
                 )
+                if timeline and status != "PENDING":
+                    clock = cells[-1].timings["end"] if cells and "end" in cells[-1].timings else 30.0
+                    took = {"boot_to_ssh": 2.5 + rng.random(), "test": 1.25 + 3 * rng.random(), "shutdown": 0.1}
+                    total = sum(took.values()) + 0.2
+                    cell.timings = {**took, "total": round(total, 3), "start": round(clock, 3),
+                                    "end": round(clock + total, 3)}
                 cells.append(cell)
                 if files and status != "PENDING":
                     d = run_dir / rel
                     d.mkdir(parents=True, exist_ok=True)
-                    lines = "".join(f"{'ok' if x['status'] != 'FAIL' else 'not ok'} {x['number']} {x['name']}\n"
+                    lines = "".join(f"{'ok' if x.status != 'FAIL' else 'not ok'} {x.number} {x.name}\n"
                                     for x in ks)
                     (d / "output.txt").write_text(f"KTAP version 1\n1..{len(ks)}\n{lines}")
                     console = f"farm-init: ready\n{EVIL}\n{NASTY}\n"
@@ -92,10 +111,15 @@ def make_run(run_dir: Path, kernels=("linux-6.1", "linux-6.1-xcr0"), cpus=("Broa
                     (d / "console.log").write_text(console)
                     (d / "qemu.log").write_text("")
     return Run(run_id=run_id, job="default", job_file="jobs/default.yaml", started=started, argv=["farm", "run"],
-               finished=started, host={"hostname": "farmhost", "qemu": "QEMU emulator version 7.2.0",
-                                       "accel": "tcg", "accel_reason": "no /dev/kvm"},
-               kernels={k: {"description": f"{k} <b>desc</b>", "baseline": "linux-6.1" if k.endswith("xcr0") else None,
-                            "source": "linux-source-6.1" if k != "stock" else "prebuilt",
-                            "patches": ["patches/xcr0"] if k.endswith("xcr0") else [],
-                            "build": build_meta(k, k.endswith("xcr0"))} for k in kernels},
-               cells=cells)
+               finished=started, host=HostRecord(hostname="farmhost", qemu="QEMU emulator version 7.2.0",
+                                                 accel="tcg", accel_reason="no /dev/kvm"),
+               kernels={k: KernelRecord(description=f"{k} <b>desc</b>",
+                                        baseline="linux-6.1" if k.endswith("xcr0") else None,
+                                        source="linux-source-6.1" if k != "stock" else "prebuilt",
+                                        patches=["patches/xcr0"] if k.endswith("xcr0") else [],
+                                        build=BuildRecord.from_metadata(build_meta(k, k.endswith("xcr0")),
+                                                                        BuildOutcome.BUILT))
+                        for k in kernels},
+               cells=cells, series=series,
+               phases={"prepare": 30.0, "execute": round(max([0.0, *(c.timings.get("end", 0.0) for c in cells)])
+                                                         - 30.0, 3)} if timeline else {})

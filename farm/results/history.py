@@ -10,13 +10,14 @@ A file that is not a farm history database is an InputError naming it, never a t
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from ..errors import InputError
-from .run import FAILING, Run
+from .run import FAILING, Crash, Run, Status
 
 SCHEMA_VERSION = 1
 FLAKY_WINDOW = 10  # runs of the same job looked at for flip-flopping results
@@ -50,6 +51,16 @@ CREATE TABLE IF NOT EXISTS durations (  -- seconds each cell took, for schedulin
     seconds REAL NOT NULL,
     PRIMARY KEY (run_id, kernel, cpu, test)
 );
+CREATE TABLE IF NOT EXISTS crashes (  -- the crashes of each cell by fingerprint: "first seen in run X"
+    run_id      TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    kernel      TEXT NOT NULL,
+    cpu         TEXT NOT NULL,
+    test        TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    title       TEXT NOT NULL,
+    PRIMARY KEY (run_id, kernel, cpu, test, fingerprint)
+);
+CREATE INDEX IF NOT EXISTS crashes_by_fingerprint ON crashes (fingerprint);
 """
 
 
@@ -83,12 +94,28 @@ class Change:
         return f"{self.kernel}/{self.cpu}/{self.name}"
 
 
+@dataclass(frozen=True)
+class CrashSeen:
+    """Where a crash (by fingerprint) was first recorded, and in how many runs of any job since."""
+
+    run_id: str
+    started: str
+    runs: int
+
+
 @dataclass
 class Changes:
+    """What the history says about one run: against the job's previous run (new failures, fixed, flaky), the
+    recent runs of the job cell by cell (the report's pass/fail strip), and where its crashes were first seen."""
+
     previous: str | None  # the run compared against: the job's last run before this one
     new_failures: list[Change] = field(default_factory=list)
     fixed: list[Change] = field(default_factory=list)
     flaky: list[Change] = field(default_factory=list)
+    runs: list[tuple[str, str]] = field(default_factory=list)  # (run_id, started) of the recent runs, oldest first
+    strips: dict[tuple[str, str, str], list[str | None]] = field(default_factory=dict)  # (kernel, cpu, test) ->
+    # the whole test's status in each of `runs` (None: not in that run)
+    crashes: dict[str, CrashSeen] = field(default_factory=dict)  # fingerprint -> first seen
 
     def mark(self, kernel: str, cpu: str, test: str, case: str = WHOLE) -> str:
         """'new failure', 'fixed', 'flaky' or '' for one item (used to mark the report's grid)."""
@@ -105,22 +132,35 @@ class Changes:
         return self._m
 
 
-LETTER = {"PASS": "P", "FAIL": "F", "SKIP": "S", "CRASH": "C", "TIMEOUT": "T", "FLAKY": "K", "ERROR": "E",
-          "PENDING": "-"}
+LETTER = {s.value: s.letter for s in Status}
 
 
 def _items(run: Run):
     for c in run.cells:
         if not c.done:
             continue
-        yield (run.run_id, c.kernel, c.cpu, c.test, WHOLE, c.status, c.reason or "")
+        yield (run.run_id, c.kernel, c.cpu, c.test, WHOLE, str(c.status), c.reason)
         seen = set()
         for k in c.cases:
-            name = str(k.get("name", "")) or f"case{k.get('number', '')}"
+            name = k.name or f"case{k.number}"
             if name in seen or name == WHOLE:
                 continue
             seen.add(name)
-            yield (run.run_id, c.kernel, c.cpu, c.test, name, str(k.get("status", "")), str(k.get("reason", "")))
+            yield (run.run_id, c.kernel, c.cpu, c.test, name, str(k.status), k.reason)
+
+
+def crash_key(crash: Crash) -> str:
+    """The crash's fingerprint, or, for a crash recorded without one (runs of schema 1), its kind and line
+    with the numbers that differ between boots (addresses, PIDs, CPU numbers, timestamps) taken out."""
+    if crash.fingerprint:
+        return crash.fingerprint
+    line = re.sub(r"^\[\s*\d+\.\d+\]\s*", "", crash.line)
+    line = re.sub(r"0x[0-9a-fA-F]+|\b[0-9a-f]{8,16}\b|\d+", "N", line)
+    return f"{crash.kind}:{line.strip()}"
+
+
+def crash_title(crash: Crash) -> str:
+    return crash.title or re.sub(r"^\[\s*\d+\.\d+\]\s*", "", crash.line).strip() or crash.kind
 
 
 class History:
@@ -147,7 +187,7 @@ class History:
             elif version != SCHEMA_VERSION or not {"runs", "results"} <= tables:
                 raise InputError(f"{self.path}: not a farm history database (schema {version}, tables "
                                  f"{', '.join(sorted(tables)) or 'none'})")
-            elif "durations" not in tables:  # added within schema 1: create it in place
+            elif not {"durations", "crashes"} <= tables:  # added within schema 1: created in place
                 self.db.executescript(_SCHEMA)
             self.db.execute("PRAGMA foreign_keys = ON")
 
@@ -191,6 +231,10 @@ class History:
             self.db.executemany("INSERT OR REPLACE INTO durations VALUES (?, ?, ?, ?, ?)",
                                 [(run.run_id, c.kernel, c.cpu, c.test, float(c.timings["total"]))
                                  for c in run.cells if c.timings.get("total")])
+            self.db.execute("DELETE FROM crashes WHERE run_id = ?", (run.run_id,))
+            self.db.executemany("INSERT OR IGNORE INTO crashes VALUES (?, ?, ?, ?, ?, ?)",
+                                [(run.run_id, c.kernel, c.cpu, c.test, crash_key(x), crash_title(x))
+                                 for c in run.cells for x in c.crashes])
         return len(rows)
 
     def durations(self) -> dict[tuple[str, str, str], float]:
@@ -247,24 +291,31 @@ class History:
         on its retry) is flaky."""
         job = run.job or run.job_file
         prev = self.previous(run)
-        out = Changes(prev)
+        out = Changes(prev, crashes=self.first_seen({crash_key(x) for c in run.cells for x in c.crashes}))
         if prev is None:
+            out.runs = [(run.run_id, run.started or "")]
             return out
         with self._guard():
-            recent = [r[0] for r in self.db.execute(
-                "SELECT run_id FROM runs WHERE job = ? AND (started < ? OR (started = ? AND run_id <= ?)) "
+            recent_rows = self.db.execute(
+                "SELECT run_id, started FROM runs WHERE job = ? AND (started < ? OR (started = ? AND run_id <= ?)) "
                 "ORDER BY started DESC, run_id DESC LIMIT ?",
-                (job, run.started or "", run.started or "", run.run_id, window))][::-1]
+                (job, run.started or "", run.started or "", run.run_id, window)).fetchall()[::-1]
+            recent = [r[0] for r in recent_rows]
+            out.runs = [(r[0], r[1]) for r in recent_rows]
             if run.run_id not in recent:
                 recent.append(run.run_id)
+                out.runs.append((run.run_id, run.started or ""))
+            index = {rid: i for i, rid in enumerate(recent)}
             marks = ",".join("?" * len(recent))
             series: dict[tuple, list[str]] = {}
             for rid, kernel, cpu, test, name, status in self.db.execute(
                     f"SELECT run_id, kernel, cpu, test, name, status FROM results WHERE run_id IN ({marks})",
                     recent):
-                series.setdefault((kernel, cpu, test, name), [None] * len(recent))[recent.index(rid)] = status
-        cur_i, prev_i = recent.index(run.run_id), recent.index(prev)
+                series.setdefault((kernel, cpu, test, name), [None] * len(recent))[index[rid]] = status
+        cur_i, prev_i = index[run.run_id], index[prev]
         for key, statuses in sorted(series.items()):
+            if key[3] == WHOLE:
+                out.strips[key[:3]] = statuses
             now, before = statuses[cur_i], statuses[prev_i]
             if now is None:
                 continue
@@ -278,6 +329,20 @@ class History:
                 out.new_failures.append(change)
             elif now == "PASS" and before in FAILING:
                 out.fixed.append(change)
+        return out
+
+    def first_seen(self, fingerprints: set[str]) -> dict[str, CrashSeen]:
+        """For each crash fingerprint: the first run (of any job) that recorded it, and how many runs did."""
+        out: dict[str, CrashSeen] = {}
+        if not fingerprints:
+            return out
+        q = ("SELECT c.fingerprint, c.run_id, runs.started FROM crashes c JOIN runs USING (run_id) "
+             "WHERE c.fingerprint = ? ORDER BY runs.started, c.run_id")
+        with self._guard():
+            for fp in sorted(fingerprints):
+                rows = self.db.execute(q, (fp,)).fetchall()
+                if rows:
+                    out[fp] = CrashSeen(rows[0][1], rows[0][2], len({r[1] for r in rows}))
         return out
 
 

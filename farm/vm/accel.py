@@ -25,17 +25,18 @@ def _cpu_flags(cpuinfo: str) -> set[str]:
     return set()
 
 
-def kvm_problem(cpuinfo: str, modules: str, dev: Path = Path("/dev/kvm")) -> str | None:
-    """Why KVM cannot be used, or None when it looks usable."""
-    if not dev.exists():
+def kvm_problem(cpuinfo: str, modules: str, dev_exists: bool, dev_rw: bool, dev: str = "/dev/kvm",
+                user: str = "this user") -> str | None:
+    """Why KVM cannot be used, or None when it looks usable. The same rules for this machine and for a farm
+    host examined over SSH: the device must exist and open, no PVM module, and the CPU must show vmx/svm."""
+    if not dev_exists:
         return f"{dev} does not exist"
-    if not os.access(dev, os.R_OK | os.W_OK):
-        return f"{dev} is not readable and writable by this user (join the kvm group)"
+    if not dev_rw:
+        return f"{dev} is not readable and writable by {user} (join the kvm group)"
     loaded = {line.split()[0] for line in modules.splitlines() if line.strip()}
     if "kvm_pvm" in loaded:
         return f"{dev} is KVM-PVM (module kvm_pvm), a software nested hypervisor that ignores -cpu"
-    flags = _cpu_flags(cpuinfo)
-    if not flags & {"vmx", "svm"}:
+    if not _cpu_flags(cpuinfo) & {"vmx", "svm"}:
         return f"{dev} exists but the CPU has no vmx/svm flag (nested or paravirtual KVM)"
     return None
 
@@ -51,7 +52,9 @@ def probe(requested: str = "auto") -> Accel:
         except OSError:
             return ""
 
-    problem = kvm_problem(read("/proc/cpuinfo"), read("/proc/modules"))
+    dev = Path("/dev/kvm")
+    problem = kvm_problem(read("/proc/cpuinfo"), read("/proc/modules"), dev.exists(),
+                          os.access(dev, os.R_OK | os.W_OK))
     if requested == "kvm":
         note = f" (the probe disagrees: {problem})" if problem else ""
         return Accel("kvm", f"requested with --accel kvm{note}")

@@ -8,6 +8,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from ..results.run import Crash
+
 # What a kernel prints when something is wrong. A panic ends the guest; the others may leave it alive.
 CRASH_PATTERNS = [
     ("panic", re.compile(r"Kernel panic - not syncing.*")),
@@ -31,11 +33,7 @@ def _strip_timestamp(line: str) -> str:
     return re.sub(r"^\[\s*\d+\.\d+\]\s*", "", line)
 
 
-@dataclass
-class CrashLine:
-    kind: str
-    line: str
-    lineno: int
+CrashLine = Crash  # kind, line, lineno: what the console scan finds
 
 
 @dataclass
@@ -145,13 +143,13 @@ class ConsoleWatcher:
             return self.changed.wait_for(lambda: predicate(self.state) or self.closed, timeout)
 
     def diagnosis(self) -> dict:
-        """What the console says about the guest's health, for Instance.diagnose() of every backend."""
+        """What the console says about the guest's health: the console's part of every backend's
+        Diagnosis (panicked, crashes, first_crash, console_truncated)."""
         with self.changed:
-            first = self.state.first_crash()
             return {
                 "panicked": self.state.panicked,
-                "crashes": [{"kind": c.kind, "line": c.line} for c in self.state.crashes[:20]],
-                "first_crash": first.line if first else None,
+                "crashes": list(self.state.crashes[:20]),
+                "first_crash": self.state.first_crash(),
                 "console_truncated": self.truncated,
             }
 

@@ -3,9 +3,10 @@
 Per host, one SSH connection (fabric, host key checked against known_hosts, nothing auto-accepted) carries
 everything: kernel and initrd copied once per digest into the host's working directory, QEMU started in an
 exec channel whose stdout is the guest's serial console (streamed here to console.log) and whose stderr is
-QEMU's own messages (to qemu.log), and the guest's SSH reached through a direct-tcpip channel to the
-forwarded port on the host's loopback. A host that stops answering raises HostLost: the scheduler gives its
-cells to another host.
+QEMU's own messages (to qemu.log), QMP relayed through another exec channel, and the guest's SSH reached
+through a direct-tcpip channel to the forwarded port on the host's loopback. The boot sequence itself is
+farm/vm/boot.py, the same as for local guests. A host that stops answering raises HostLost: the executor
+gives its cells to another pool.
 
 On the host, QEMU runs under a small sh wrapper that kills it when the channel's stdin closes, so a
 vanished orchestrator never leaves a guest behind.
@@ -14,35 +15,33 @@ vanished orchestrator never leaves a guest behind.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import shlex
+import socket
 import threading
 import time
 import uuid
-import weakref
 from pathlib import Path
 
 import fabric
 import paramiko
 from invoke.exceptions import CommandTimedOut
 
-from ..errors import FarmError, InfraError
-from ..guest.image import READY_MARKER
+from ..errors import InfraError
+from ..fsutil import file_digest_cached
 from ..guest.keys import ClientKey
 from ..hosts import Host
-from .accel import _cpu_flags
-from .base import BootError, BootInfo, HostLost, Instance, MachineSpec, Pool, RunResult
-from .console import ConsoleWatcher, parse_filtered_features
-from .qemu import QEMU, command_line
-from .ssh import GuestSSH
+from .accel import kvm_problem
+from .base import HostLost, MachineSpec, Pool
+from .boot import QEMU, QemuHost, QemuInstance, QemuProcess, command_line, create_instance, snapshot_key
+from .qmp import Qmp, connect_retrying
 
 DEFAULT_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
 SYSTEM_KNOWN_HOSTS = Path("/etc/ssh/ssh_known_hosts")
 
-# Asks QEMU's QMP socket (on the host) for `info usernet`, with the host's own python3: no farm code needed there.
-_QMP_USERNET = r"""
-import json, socket, sys, time
+# Relays QEMU's QMP socket on the host to this exec channel, with the host's own python3 (no farm code there).
+_QMP_RELAY = r"""
+import os, select, socket, sys, time
 path, deadline = sys.argv[1], time.time() + float(sys.argv[2])
 while True:
     try:
@@ -50,20 +49,22 @@ while True:
         s.connect(path)
         break
     except OSError:
+        s.close()
         if time.time() > deadline:
-            sys.exit("QEMU never opened its QMP socket " + path)
-        time.sleep(0.05)
-f = s.makefile("rw")
-json.loads(f.readline())
-def cmd(name, **args):
-    f.write(json.dumps({"execute": name, "arguments": args}) + "\n")
-    f.flush()
-    while True:
-        msg = json.loads(f.readline())
-        if "return" in msg or "error" in msg:
-            return msg
-cmd("qmp_capabilities")
-print(cmd("human-monitor-command", **{"command-line": "info usernet"}).get("return", ""))
+            sys.exit(3)
+        time.sleep(0.02)
+while True:
+    r, _, _ = select.select([0, s], [], [])
+    if 0 in r:
+        data = os.read(0, 65536)
+        if not data:
+            break
+        s.sendall(data)
+    if s in r:
+        data = s.recv(65536)
+        if not data:
+            break
+        os.write(1, data)
 """
 
 
@@ -71,51 +72,20 @@ class HostKeyRejected(InfraError):
     """The host's key is not in known_hosts, or differs from it: the farm never accepts it by itself."""
 
 
-def remote_kvm_problem(cpuinfo: str, modules: str, dev_exists: bool, dev_rw: bool, dev: str = "/dev/kvm") -> str | None:
-    """farm.vm.accel.kvm_problem for a host whose /dev/kvm was examined over SSH."""
-    if not dev_exists:
-        return f"{dev} does not exist"
-    if not dev_rw:
-        return f"{dev} is not readable and writable by the farm user (join the kvm group)"
-    loaded = {line.split()[0] for line in modules.splitlines() if line.strip()}
-    if "kvm_pvm" in loaded:
-        return f"{dev} is KVM-PVM (module kvm_pvm), a software nested hypervisor that ignores -cpu"
-    if not _cpu_flags(cpuinfo) & {"vmx", "svm"}:
-        return f"{dev} exists but the CPU has no vmx/svm flag (nested or paravirtual KVM)"
-    return None
-
-
-# Every pool with a connection, so an interrupted run can cut them all at once (kill_all).
-_POOLS: weakref.WeakSet = weakref.WeakSet()
-
-_DIGESTS: dict[tuple[str, int, int], str] = {}
-_DIGESTS_LOCK = threading.Lock()
-
-
-def _digest(path: Path) -> str:
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    with _DIGESTS_LOCK:
-        if key in _DIGESTS:
-            return _DIGESTS[key]
-    with open(path, "rb") as f:
-        digest = hashlib.file_digest(f, "sha256").hexdigest()
-    with _DIGESTS_LOCK:
-        _DIGESTS[key] = digest
-    return digest
-
-
-class RemotePool(Pool):
+class RemotePool(Pool, QemuHost):
     """Guests on one farm host. Thread-safe: every slot of the host shares the one SSH connection."""
 
     def __init__(self, host: Host, key: ClientKey, accel: str = "auto", connect_timeout: float = 10.0):
         self.host = host
         self.name = host.name
+        self.where = f" on {host.name}"
+        self.slots = host.slots
         self.key = key
         self.requested_accel = accel
-        self.accel: str | None = None
+        self.accel: str | None = None  # decided by ready(): probed on the host, or as requested
         self.accel_reason = ""
         self.connect_timeout = connect_timeout
+        self._version = ""
         self.uploads: list[str] = []  # digests copied to the host by this pool (the rest were already there)
         self._conn: fabric.Connection | None = None
         self._lock = threading.Lock()
@@ -178,7 +148,6 @@ class RemotePool(Pool):
                 raise HostLost(f"host {self.name} ({where}) is unreachable: {e}") from None
             conn.transport.set_keepalive(5)
             self._conn = conn
-            _POOLS.add(self)
             return conn
 
     def exec(self, command: str, timeout: float = 30.0) -> tuple[int, str, str]:
@@ -252,12 +221,18 @@ class RemotePool(Pool):
         status, out, _ = self.exec("cat /proc/cpuinfo; echo @@farm@@; cat /proc/modules; echo @@farm@@; "
                                    "test -e /dev/kvm && echo exists; test -r /dev/kvm -a -w /dev/kvm && echo rw; true")
         cpuinfo, modules, dev = ([*out.split("@@farm@@\n"), "", ""])[:3]
-        problem = remote_kvm_problem(cpuinfo, modules, "exists" in dev.split(), "rw" in dev.split())
+        problem = kvm_problem(cpuinfo, modules, dev_exists="exists" in dev.split(), dev_rw="rw" in dev.split(),
+                              user="the farm user")
         if problem:
             self.accel, self.accel_reason = "tcg", f"KVM not usable on {self.name}: {problem}"
         else:
             self.accel, self.accel_reason = "kvm", f"/dev/kvm on {self.name} usable: vmx/svm and no PVM module"
         return self.accel, self.accel_reason
+
+    def _qemu_version(self) -> str:
+        if not self._version:
+            self._version = self.qemu_version()
+        return self._version
 
     def qemu_version(self) -> str:
         status, out, err = self.exec(f"{QEMU} --version")
@@ -278,7 +253,8 @@ class RemotePool(Pool):
     def ready(self) -> None:
         """Connect, check the working directory is writable, and decide the accelerator (once)."""
         w = shlex.quote(self.host.workdir)
-        status, _, err = self.exec(f"mkdir -p {w}/cache {w}/vms && test -w {w}")
+        status, _, err = self.exec(f"mkdir -p {w}/cache/snapshots {w}/vms && chmod 700 {w}/cache/snapshots "
+                                   f"&& test -w {w}")
         if status != 0:
             raise InfraError(f"host {self.name}: working directory {self.host.workdir} is not writable: "
                              f"{err.strip()[:200]}")
@@ -289,7 +265,7 @@ class RemotePool(Pool):
 
     def stage(self, local: Path) -> str:
         """The host's copy of a local file, copied only when no file with its digest is there yet."""
-        digest = _digest(local)
+        digest = file_digest_cached(local)
         remote = f"{self.host.workdir}/cache/{digest}/{local.name}"
         with self._upload_lock:
             if digest in self._present:
@@ -311,9 +287,58 @@ class RemotePool(Pool):
             self._present.add(digest)
         return remote
 
-    # --- Pool interface -------------------------------------------------------------------------------
+    # --- QemuHost: the farm host ----------------------------------------------------------------------
 
-    def create(self, spec: MachineSpec, workdir: Path, boot_timeout: float) -> RemoteInstance:
+    def start(self, spec: MachineSpec, workdir: Path, incoming: str | None = None) -> QemuProcess:
+        return RemoteProcess(self, spec, workdir, incoming)
+
+    def snapshot_path(self, key: str) -> str:
+        return f"{self.host.workdir}/cache/snapshots/{key[:40]}.vmstate"
+
+    def has_snapshot(self, key: str) -> bool:
+        return self.exec(f"test -f {shlex.quote(self.snapshot_path(key))}")[0] == 0
+
+    def commit_snapshot(self, tmp: str, final: str, made_of: dict) -> None:
+        status, _, err = self.exec(f"chmod 600 {shlex.quote(tmp)} && mv -f {shlex.quote(tmp)} {shlex.quote(final)}")
+        if status != 0:
+            raise InfraError(f"host {self.name}: keeping the snapshot failed: {err.strip()[:200]}")
+
+    def drop_snapshot(self, path: str) -> None:
+        self.exec(f"rm -f {shlex.quote(path)}")
+
+    def stream(self, port: int, timeout: float = 10.0) -> paramiko.Channel:
+        """A TCP stream to the guest's forwarded port on the host's loopback."""
+        try:
+            return self.transport().open_channel("direct-tcpip", ("127.0.0.1", port), ("127.0.0.1", 0),
+                                                 timeout=timeout)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise InfraError(f"tunnel to 127.0.0.1:{port} on {self.name} failed: {e}") from None
+
+    def banner_ready(self, port: int, wait: float = 1.0) -> bool:
+        try:
+            chan = self.stream(port, timeout=2.0)
+        except InfraError:
+            return False
+        try:
+            chan.settimeout(wait + 0.2)  # the round trip to the host comes on top
+            return chan.recv(4).startswith(b"SSH-")
+        except (OSError, EOFError, paramiko.SSHException):
+            return False
+        finally:
+            chan.close()
+
+    def check(self) -> None:
+        if not self.alive():
+            raise HostLost(f"host {self.name} stopped answering")
+
+    # --- Pool -------------------------------------------------------------------------------------------
+
+    snapshots = True
+
+    def snapshot_key(self, spec: MachineSpec) -> str:
+        return snapshot_key(spec, self._qemu_version())
+
+    def create(self, spec: MachineSpec, workdir: Path, boot_timeout: float) -> QemuInstance:
         try:
             self.ready()
             self._start_watchdog()
@@ -323,16 +348,18 @@ class RemotePool(Pool):
             if isinstance(e, HostLost) or not self.alive():
                 raise HostLost(str(e)) from None
             raise
-        return RemoteInstance(self, spec, workdir, boot_timeout)
+        return create_instance(self, spec, workdir, self.key, boot_timeout)
 
-
-def kill_all() -> None:
-    """On SIGINT/SIGTERM: close every host connection. Each host's wrapper then ends its QEMU, and every
-    worker blocked on a remote guest returns at once."""
-    for pool in list(_POOLS):
-        conn = pool._conn
+    def shutdown(self) -> None:
+        """On SIGINT/SIGTERM: cut the connection. Each wrapper on the host then ends its QEMU, and every
+        worker blocked on a guest of this host returns at once."""
+        conn = self._conn
         if conn and conn.transport:
             conn.transport.close()
+
+    def describe(self) -> dict:
+        return {"kind": "remote", "address": self.host.address, "port": self.host.port, "slots": self.slots,
+                "workdir": self.host.workdir, "accel": self.accel, "accel_reason": self.accel_reason}
 
 
 class _ChannelReader:
@@ -360,41 +387,46 @@ def _launcher(cmd: list[str], vm_dir: str) -> str:
     )
 
 
-class RemoteInstance(Instance):
-    def __init__(self, pool: RemotePool, spec: MachineSpec, workdir: Path, boot_timeout: float):
+def _pump(a, b, done: threading.Event) -> None:
+    """Copy bytes from a to b (socket or channel) until either side closes."""
+    try:
+        while not done.is_set():
+            data = a.recv(65536)
+            if not data:
+                break
+            b.sendall(data)
+    except (OSError, EOFError, paramiko.SSHException):
+        pass
+    finally:
+        done.set()
+        for end in (a, b):
+            try:
+                end.close()
+            except (OSError, EOFError, paramiko.SSHException):
+                pass
+
+
+class RemoteProcess(QemuProcess):
+    """QEMU in an exec channel on a farm host."""
+
+    def __init__(self, pool: RemotePool, spec: MachineSpec, workdir: Path, incoming: str | None = None):
         self.pool = pool
-        self.spec = spec
-        self.workdir = workdir
-        self.ssh: GuestSSH | None = None
-        self.port = 0
-        self.chan: paramiko.Channel | None = None
-        self.console: ConsoleWatcher | None = None
-        self._stderr_thread: threading.Thread | None = None
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.qemu_log = workdir / "qemu.log"
-        start = time.monotonic()
         self.vm_dir = f"{pool.host.workdir}/vms/{uuid.uuid4().hex[:12]}"
-        qmp = f"{self.vm_dir}/qmp.sock"
+        self.qmp_path = f"{self.vm_dir}/qmp.sock"
         remote_spec = dataclasses.replace(spec, kernel=Path(pool.stage(spec.kernel)),
                                           initrd=Path(pool.stage(spec.initrd)))
-        command = command_line(remote_spec, Path(qmp))
-        command[0] = QEMU  # the host's, found on its PATH
-        self.boot = BootInfo(command=command)
+        self.command = command_line(remote_spec, self.qmp_path, QEMU, incoming)  # the host's QEMU, on its PATH
         try:
-            transport = pool.transport()
-            self.chan = transport.open_session(timeout=10)
-            self.chan.exec_command(_launcher(command, self.vm_dir))
+            self.chan = pool.transport().open_session(timeout=10)
+            self.chan.exec_command(_launcher(self.command, self.vm_dir))
         except (paramiko.SSHException, OSError, EOFError) as e:
             raise HostLost(f"host {pool.name}: starting QEMU failed: {e}") from None
+        self.qemu_log = workdir / "qemu.log"
         self._log = open(self.qemu_log, "wb")
         self._stderr_thread = threading.Thread(target=self._pump_stderr, daemon=True, name=f"qemu-stderr:{workdir}")
         self._stderr_thread.start()
-        self.console = ConsoleWatcher(_ChannelReader(self.chan), workdir / "console.log", READY_MARKER)
-        try:
-            self._wait_ready(start, boot_timeout, qmp)
-        except BaseException:
-            self.close()
-            raise
+        self.console = _ChannelReader(self.chan)
+        self._relays: list[threading.Event] = []
 
     def _pump_stderr(self) -> None:
         while True:
@@ -407,214 +439,93 @@ class RemoteInstance(Instance):
             self._log.write(data)
             self._log.flush()
 
-    def _qemu_exited(self) -> bool:
-        return self.chan.exit_status_ready()
+    def exit_status(self) -> int | None:
+        return self.chan.exit_status if self.chan.exit_status_ready() else None
 
-    def _qemu_stderr(self) -> str:
+    def stderr_text(self) -> str:
+        if self.chan.exit_status_ready():
+            self._stderr_thread.join(0.5)
         try:
             return self.qemu_log.read_text(errors="replace")
         except OSError:
             return ""
 
-    def _host_check(self) -> None:
-        if not self.pool.alive():
-            raise HostLost(f"host {self.pool.name} stopped answering")
-
-    def _boot_failed(self, why: str, crashed: bool = False) -> BootError:
-        self.console.wait(lambda s: False, 0.5 if crashed else 0.1)
-        return BootError(why, console=self.console.tail(), crashed=crashed)
-
-    def _forwarded_port(self, qmp: str, deadline: float) -> int:
+    def _relay(self, deadline: float) -> socket.socket | None:
+        """A local socket whose other end reaches QMP on the host, through an exec channel."""
         wait = max(1.0, deadline - time.monotonic())
-        cmd = f"python3 -c {shlex.quote(_QMP_USERNET)} {shlex.quote(qmp)} {wait:.0f}"
-        status, out, err = self.pool.exec(cmd, timeout=wait + 10)
-        if status != 0:
-            self._host_check()
-            if self._qemu_exited():
-                self._stderr_thread.join(1)
-                raise self._boot_failed(f"QEMU exited with status {self.chan.exit_status} at start on "
-                                        f"{self.pool.name}: {self._qemu_stderr().strip()[-500:]}")
-            raise self._boot_failed(f"host {self.pool.name}: QMP query failed: {err.strip()[-300:]}")
-        for line in out.splitlines():
-            parts = line.split()
-            if parts and parts[0].startswith("TCP[HOST_FORWARD]") and "127.0.0.1" in parts:
-                return int(parts[parts.index("127.0.0.1") + 1])
-        raise InfraError(f"no forwarded SSH port in QEMU's 'info usernet' on {self.pool.name}: {out!r}")
+        try:
+            chan = self.pool.transport().open_session(timeout=10)
+            chan.exec_command(f"python3 -c {shlex.quote(_QMP_RELAY)} {shlex.quote(self.qmp_path)} {wait:.0f}")
+        except (paramiko.SSHException, OSError, EOFError):
+            self.pool.check()
+            return None
+        ours, theirs = socket.socketpair()
+        done = threading.Event()
+        self._relays.append(done)
+        threading.Thread(target=_pump, args=(theirs, chan, done), daemon=True).start()
+        threading.Thread(target=_pump, args=(_ChannelSock(chan), theirs, done), daemon=True).start()
+        return ours
 
-    def _wait_ready(self, start: float, timeout: float, qmp: str) -> None:
-        deadline = start + timeout
-        self.port = self._forwarded_port(qmp, deadline)
-        ok = self.console.wait(lambda s: s.ready or s.panicked, max(0.0, deadline - time.monotonic()))
-        state = self.console.state
-        if self.console.closed and not self._qemu_exited():
-            self._host_check()  # the console ended without QEMU's exit status: the connection went
-        self._stderr_thread.join(0.2 if self._qemu_exited() else 0)
-        stderr = self._qemu_stderr()
-        self.boot.filtered_features = parse_filtered_features(stderr)
-        self.boot.qemu_warnings = [ln for ln in stderr.splitlines() if ln.strip()][:50]
-        if state.panicked:
-            raise self._boot_failed(f"guest kernel panicked during boot: {state.first_crash().line}", True)
-        if self._qemu_exited():
-            last = stderr.strip().splitlines()[-1] if stderr.strip() else ""
-            raise self._boot_failed(f"QEMU exited with status {self.chan.exit_status} during boot on "
-                                    f"{self.pool.name}{': ' + last if last else ''}", crashed=bool(state.crashes))
-        if not ok or not state.ready:
-            self._host_check()
-            raise self._boot_failed(f"guest did not reach '{READY_MARKER}' within {timeout:.0f} s")
-        self.boot.seconds_to_marker = time.monotonic() - start
-        while not self._banner_ready():
-            if self._qemu_exited() or self.console.state.panicked:
-                raise self._boot_failed("guest died before its SSH server answered", self.console.state.panicked)
-            if time.monotonic() > deadline:
-                self._host_check()
-                raise self._boot_failed(f"guest SSH server never answered within {timeout:.0f} s")
-            time.sleep(0.05)
-        try:
-            tunnel = self._tunnel()
-            self.ssh = GuestSSH("127.0.0.1", self.port, self.spec.host_key, self.pool.key.load(),
-                                timeout=max(1.0, deadline - time.monotonic()), sock=tunnel)
-        except InfraError:
-            self._host_check()
-            raise
-        self.boot.seconds_to_ssh = time.monotonic() - start
+    def connect_qmp(self, deadline: float) -> Qmp:
+        return connect_retrying(f"{self.pool.name}:{self.vm_dir}", lambda: self._relay(deadline), deadline,
+                                lambda: self.exit_status() is None)
 
-    def _tunnel(self, timeout: float = 10.0) -> paramiko.Channel:
-        """A TCP stream to the guest's forwarded port on the host's loopback."""
-        try:
-            return self.pool.transport().open_channel("direct-tcpip", ("127.0.0.1", self.port),
-                                                      ("127.0.0.1", 0), timeout=timeout)
-        except (paramiko.SSHException, OSError, EOFError) as e:
-            raise InfraError(f"tunnel to 127.0.0.1:{self.port} on {self.pool.name} failed: {e}") from None
+    def wait(self, timeout: float) -> bool:
+        if not self.chan.closed and self.pool.alive(2.0):
+            self.chan.status_event.wait(timeout)
+        return self.chan.exit_status_ready() or self.chan.closed
 
-    def _banner_ready(self) -> bool:
+    def kill(self) -> None:
         try:
-            chan = self._tunnel(timeout=2.0)
-        except InfraError:
-            return False
-        try:
-            chan.settimeout(1.0)
-            return chan.recv(4).startswith(b"SSH-")
+            self.chan.shutdown_write()  # the wrapper's watchdog sees EOF and ends QEMU
         except (OSError, EOFError, paramiko.SSHException):
-            return False
-        finally:
-            chan.close()
+            pass
 
-    # --- Instance interface -------------------------------------------------------------------------
-
-    def copy(self, local: Path, remote: str) -> None:
+    def release(self) -> None:
+        for done in self._relays:
+            done.set()
         try:
-            self.ssh.put(local, remote)
-        except InfraError:
-            self._host_check()
-            raise
+            self.chan.shutdown_write()
+        except (OSError, EOFError, paramiko.SSHException):
+            pass
+        self.chan.close()
+        self._stderr_thread.join(2)
+        self._log.close()
 
-    def run(self, argv: list[str], timeout: float) -> RunResult:
-        result = self.ssh.run(argv, timeout)
-        if result.lost or result.timed_out:
-            self._host_check()  # a dead host is not the test's failure: its cell runs elsewhere
-        if result.lost and self._qemu_exited():
-            result.lost += f"; QEMU exited with status {self.chan.exit_status}"
-        return result
 
-    def diagnose(self) -> dict:
-        exited = self._qemu_exited()
-        return {"qemu_running": not exited, "qemu_status": self.chan.exit_status if exited else None,
-                **self.console.diagnosis(), "host": self.pool.name}
+class _ChannelSock:
+    """A channel's stdout read like a socket, for _pump."""
+
+    def __init__(self, chan: paramiko.Channel):
+        self.chan = chan
+
+    def recv(self, n: int) -> bytes:
+        return self.chan.recv(n)
+
+    def sendall(self, data: bytes) -> None:
+        self.chan.sendall(data)
 
     def close(self) -> None:
-        if self.ssh:
-            self.ssh.close()
-            self.ssh = None
-        if self.chan is not None:
-            try:
-                self.chan.shutdown_write()  # the wrapper's watchdog sees EOF and ends QEMU
-                if not self.chan.closed and self.pool.alive(2.0):
-                    self.chan.status_event.wait(5)
-            except (OSError, EOFError, paramiko.SSHException):
-                pass
-            self.chan.close()
-        if self.console:
-            self.console.join()
-        if self._stderr_thread:
-            self._stderr_thread.join(2)
-        if getattr(self, "_log", None):
-            self._log.close()
+        self.chan.close()
 
 
-# --- the command line's use of hosts ------------------------------------------------------------------
-
-
-def add_hosts(sched, inventory: Path, accel: str = "auto") -> list[RemotePool]:
-    """Give a Scheduler the inventory's hosts beside its local pool (`farm run --hosts FILE`).
+def pools(options) -> list[RemotePool]:
+    """The registry's entry: one pool per farm host of the inventory `options.arg`.
 
     Each host is connected and checked first: a host key that is not known stops the run (exit 3); a host
-    that cannot be reached is left out with a warning, and its slots go to the others."""
+    that cannot be reached is left out with a warning (recorded in options.left_out)."""
     from .. import hosts as hostfile
 
-    pools: list[tuple[Pool, int]] = []
-    ready: list[RemotePool] = []
-    record = sched.run_record.host.setdefault("hosts", {})
-    for host in hostfile.load(inventory):
-        pool = RemotePool(host, sched.key, accel)
+    out: list[RemotePool] = []
+    for host in hostfile.load(Path(options.arg)):
+        pool = RemotePool(host, options.key, options.accel)
         try:
             pool.ready()
         except HostLost as e:
-            sched.progress.note(f"warning: host {host.name} left out: {e}")
-            record[host.name] = {"address": host.address, "slots": host.slots, "unreachable": str(e)}
+            options.note(f"warning: host {host.name} left out: {e}")
+            options.left_out[host.name] = {"address": host.address, "slots": host.slots, "unreachable": str(e)}
             continue
-        record[host.name] = {"address": host.address, "port": host.port, "slots": host.slots,
-                             "workdir": host.workdir, "accel": pool.accel, "accel_reason": pool.accel_reason}
-        pools.append((pool, host.slots))
-        ready.append(pool)
-    if not ready:
-        sched.progress.note("warning: no farm host could be reached; running on this machine only")
-    sched.pools = [(sched.local, sched.parallel), *pools]
-    return ready
-
-
-def check_hosts(inventory: Path) -> tuple[bool, list[str]]:
-    """`farm doctor --hosts FILE`: each host reachable, its key known, QEMU there, its accelerator, disk."""
-    from .. import hosts as hostfile
-    from ..guest.keys import client_key
-    from ..paths import cache_root
-
-    ok = True
-    lines: list[str] = []
-
-    def item(good: bool, what: str, fatal: bool = True) -> None:
-        nonlocal ok
-        lines.append(f"[{'ok' if good else ('FAIL' if fatal else 'warn')}] {what}")
-        ok = ok and (good or not fatal)
-
-    try:
-        hosts = hostfile.load(inventory)
-    except FarmError as e:
-        return False, [f"[FAIL] {e}"]
-    key = client_key(cache_root() / "keys")
-    for host in hosts:
-        pool = RemotePool(host, key)
-        where = f"{host.user}@{host.address}:{host.port}"
-        try:
-            pool.connect()
-        except (InfraError, HostLost) as e:
-            item(False, f"host {host.name}: {e}")
-            continue
-        try:
-            item(True, f"host {host.name} ({where}): reachable, host key known, {host.slots} slot(s)")
-            try:
-                item(True, f"host {host.name}: QEMU: {pool.qemu_version()}")
-            except InfraError as e:
-                item(False, str(e))
-            name, reason = pool.probe_accel()
-            item(True, f"host {host.name}: accelerator: {name} ({reason})")
-            status, _, err = pool.exec(f"mkdir -p {shlex.quote(host.workdir)} && test -w {shlex.quote(host.workdir)}")
-            item(status == 0, f"host {host.name}: working directory {host.workdir} "
-                              f"{'writable' if status == 0 else 'not writable: ' + err.strip()[:200]}")
-            free = pool.disk_free()
-            item(free > 2 << 30, f"host {host.name}: disk: {free / 2**30:.1f} GiB free at {host.workdir}",
-                 fatal=free < 512 << 20)
-        except (InfraError, HostLost) as e:
-            item(False, f"host {host.name}: {e}")
-        finally:
-            pool.close()
-    return ok, lines
+        out.append(pool)
+    if not out:
+        options.note("warning: no farm host could be reached; running on this machine only")
+    return out
