@@ -71,11 +71,12 @@ class Kernel:
 class SelftestBuild:
     """Programs built from a kernel entry's own source tree (e.g. tools/testing/selftests/x86)."""
 
-    kernel: str  # the kernel entry whose pristine source tree is used
+    kernel: str  # the kernel entry whose source tree is used (with that entry's patches applied to tools/)
     dir: str  # folder inside the tree, built with make OUTPUT=...
     select: str = "*"  # which built files are the tests (a glob)
     make: tuple[str, ...] = ()  # extra make variables, NAME=value
     exclude: tuple[str, ...] = ()  # programs the glob matches that are not this test's (another test runs them)
+    program: str = ""  # one make target that is the whole test (its own KTAP), instead of a folder of programs
 
 
 @dataclass(frozen=True)
@@ -431,8 +432,10 @@ def _load_test(path: Path, shown: Path) -> Test:
         sf = Fields(sdoc, "selftests")
         selftests = SelftestBuild(kernel=sf.str("kernel", required=True), dir=sf.str("dir", required=True),
                                   select=sf.str("select", "*"), make=tuple(sf.str_list("make")),
-                                  exclude=tuple(sf.str_list("exclude")))
+                                  exclude=tuple(sf.str_list("exclude")), program=sf.str("program", ""))
         sf.done()
+        if selftests.program and not re.match(r"^[A-Za-z0-9_.-]+$", selftests.program):
+            raise InputError(f"{sdoc.where('program')}: field 'program': {selftests.program!r} is not a program name")
         if selftests.dir.startswith("/") or ".." in Path(selftests.dir).parts:
             raise InputError(f"{sdoc.where('dir')}: field 'dir': must be a folder inside the kernel tree")
         for var in selftests.make:

@@ -278,33 +278,51 @@ class ImageBuilder:
         return out
 
     def build_selftests(self, test: Test) -> Path:
-        """Programs built static from a kernel entry's pristine tree (make OUTPUT=<cache>), cached by content."""
+        """Programs built static from a kernel entry's tree (make OUTPUT=<cache>), cached by content. For an
+        entry with patches, its series is applied to a copy of tools/ first: a selftest the series adds is
+        built from the patched tree, one source shared by the kernel and the farm."""
+        from ..kernel import patches as kpatches
         from ..kernel import source as ksource
         from ..kernel.run import Runner
 
         spec = test.selftests
         kernel = self.kernels[spec.kernel]
         res = ksource.resolve(kernel.source)
+        series = kpatches.expand(kernel.patches)
         cc = os.environ.get("CC", "gcc")
         version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
-        digest = _sha("selftests-v1", res.digest, spec.dir, spec.select, *spec.make, cc, version,
-                      *(f"exclude:{x}" for x in spec.exclude))
+        digest = _sha("selftests-v2", res.digest, spec.dir, spec.select, *spec.make, cc, version,
+                      *(f"exclude:{x}" for x in spec.exclude), f"program:{spec.program}",
+                      *(f"{p.sha256}:-p{p.strip}" for p in series))
         out = self.cache / "tests" / f"{test.name}-{digest[:32]}"
+        result = out / ("program" if spec.program else "select")
         if (out / ".complete").exists():
-            return out / "select"
+            return result
         build = out / "build"
         build.mkdir(parents=True, exist_ok=True)
         with open(out / "build.log", "w") as log:
             runner = Runner(log)
             tree = ksource.pristine_tree(res, runner, lambda text: None)
-            # Static, so they run in the busybox guest; the host's uapi headers match the 6.1 tree.
-            argv = ["make", "-C", str(tree / spec.dir), f"OUTPUT={build}", "EXTRA_CFLAGS=-static",
-                    "KHDR_INCLUDES=-isystem /usr/include", f"CC={cc}", *spec.make]
-            rc, lines = runner.run(argv, cwd=tree)
+            rc, lines = (0, [])
+            if series:
+                tree, rc, lines = _patched_tools(tree, series, out / "src", runner)
+            if rc == 0:
+                # Static, so they run in the busybox guest; the host's uapi headers match the 6.1 tree.
+                argv = ["make", "-C", str(tree / spec.dir), f"OUTPUT={build}", "EXTRA_CFLAGS=-static",
+                        "KHDR_INCLUDES=-isystem /usr/include", f"CC={cc}", *spec.make,
+                        *([spec.program] if spec.program else [])]
+                rc, lines = runner.run(argv, cwd=tree)
         if rc != 0:
             errors = [ln for ln in lines if "error" in ln.lower()][:5] or lines[-5:]
             raise InputError(f"{test.path}: building selftests in {spec.dir} failed (log {out / 'build.log'}): "
                              + " | ".join(errors))
+        if spec.program:
+            prog = build / spec.program
+            if not prog.is_file():
+                raise InputError(f"{test.path}: field 'selftests.program': make built no {spec.program} in {spec.dir}")
+            shutil.copy2(prog, result)
+            (out / ".complete").write_text(digest + "\n")
+            return result
         select = out / "select"
         shutil.rmtree(select, ignore_errors=True)
         select.mkdir()
@@ -335,6 +353,22 @@ class ImageBuilder:
                         shutil.copyfileobj(f, out)
             os.replace(tmp, initrd)
         return GuestImage(initrd, host_key, digest)
+
+
+def _patched_tools(pristine: Path, series: list, src: Path, runner) -> tuple[Path, int, list[str]]:
+    """A copy of the tree's tools/ (and the one scripts/ file the selftests' lib.mk includes) with the
+    series' hunks under tools/ applied: enough to build selftests, without a second kernel work tree."""
+    shutil.rmtree(src, ignore_errors=True)
+    (src / "scripts").mkdir(parents=True)
+    shutil.copytree(pristine / "tools", src / "tools", symlinks=True)
+    shutil.copy2(pristine / "scripts" / "subarch.include", src / "scripts" / "subarch.include")
+    env = {"GIT_CEILING_DIRECTORIES": str(src.parent)}
+    for p in series:
+        rc, lines = runner.run(["git", "apply", f"-p{p.strip}", "--include=tools/*", "--whitespace=nowarn",
+                                str(p.path)], cwd=src, env=env)
+        if rc != 0:
+            return src, rc, [f"{p.path.name}: {ln}" for ln in lines]
+    return src, 0, []
 
 
 # One builder per test kind of the catalog (farm.catalog.TEST_KINDS).
