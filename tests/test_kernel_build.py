@@ -373,8 +373,9 @@ def test_kernels_in_catalog():
     k = cat.kernels["linux-6.1"]
     assert k.source.kind == "debian" and k.config.base == "tinyconfig"
     assert [f.name for f in k.config.fragments] == ["guest.config"]
-    x = cat.kernels["linux-6.1-xcr0"]
-    assert x.baseline == "linux-6.1" and x.source == k.source and x.config == k.config
+    x, fpu = cat.kernels["linux-6.1-xcr0"], cat.kernels["linux-6.1-fpu"]
+    assert [f.name for f in fpu.config.fragments] == ["guest.config", "fpu.config"]
+    assert x.baseline == "linux-6.1-fpu" and x.source == k.source and x.config == fpu.config
     assert x.patches == (ROOT / "kernels/patches/xcr0",)
 
 
