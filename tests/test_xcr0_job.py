@@ -60,7 +60,7 @@ def test_patched_kernel_runs_the_feature_cases_on_every_model(xcr0_run):
                 assert status == ("PASS" if cell["kernel"] == "linux-6.1-xcr0" else "SKIP"), (cell["id"], name, reason)
             assert cases["sigreturn_xmm_edit_restored_ia32"][0] == "PASS"
             continue
-        assert len(cases) == 61
+        assert len(cases) == 62
         for name in FEATURE_CASES:
             status, reason = cases[name]
             if cell["kernel"] == "linux-6.1-xcr0":
