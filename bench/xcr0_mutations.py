@@ -8,8 +8,10 @@ kill table: which case (or crash) on which model caught it, or that nothing did.
     .venv/bin/python bench/xcr0_mutations.py --cpu Broadwell --only switch_fpu_finish,epilog_mask
     .venv/bin/python bench/xcr0_mutations.py --list
 
-Slow: one kernel build (incremental: the copy's work tree is reused from one mutation to the next) and one boot
-per mutation and model. Results are appended to --record (JSON lines) as they come, so an interrupted run keeps
+Slow: one kernel build (incremental: the copy's work tree is reused from one mutation to the next; its first
+build is a full one from ccache) and one boot per mutation and model. --in-place puts the mutation into the
+checkout's own series instead of a copy (restored afterwards), so even the first build is incremental on the
+checkout's work tree. Results are appended to --record (JSON lines) as they come, so an interrupted run keeps
 what it finished; --table prints the table of a record without running anything.
 """
 
@@ -192,6 +194,7 @@ def main() -> int:
     ap.add_argument("--record", type=Path, default=Path("xcr0-mutations.jsonl"))
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--table", action="store_true", help="print the table of --record and exit")
+    ap.add_argument("--in-place", action="store_true", help="mutate the checkout's series (restored afterwards)")
     args = ap.parse_args()
     if args.list:
         for name, (rel, _, _, why) in MUTATIONS.items():
@@ -212,21 +215,24 @@ def main() -> int:
         return 2
     kernel = Catalog(REPO).kernels[KERNEL]
     pristine = ksource.pristine_tree(ksource.resolve(kernel.source), Runner(), lambda text: None)
-    root = prepare_root()
+    root = REPO if args.in_place else prepare_root()
     series_dir = root / "kernels" / "patches" / "xcr0"
     series = (SERIES / "series").read_text()
+    runs = Path(tempfile.mkdtemp(prefix="xcr0-mutation-runs-"))
     records = []
-    for name in names:
-        (series_dir / "0099-mutation.patch").write_text(mutation_patch(pristine, name))
-        (series_dir / "series").write_text(series + "0099-mutation.patch\n")
-        out = root / "runs" / name
-        shutil.rmtree(out, ignore_errors=True)
-        print(f"{name}: building and running on {', '.join(cpus)}", flush=True)
-        rec = {"mutation": name, "cpus": cpus, **run(root, cpus, out)}
-        records.append(rec)
-        with open(args.record, "a") as f:
-            f.write(json.dumps(rec) + "\n")
-        print(table([rec]).splitlines()[-1], flush=True)
+    try:
+        for name in names:
+            (series_dir / "0099-mutation.patch").write_text(mutation_patch(pristine, name))
+            (series_dir / "series").write_text(series + "0099-mutation.patch\n")
+            print(f"{name}: building and running on {', '.join(cpus)}", flush=True)
+            rec = {"mutation": name, "cpus": cpus, **run(root, cpus, runs / name)}
+            records.append(rec)
+            with open(args.record, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+            print(table([rec]).splitlines()[-1], flush=True)
+    finally:
+        (series_dir / "series").write_text(series)
+        (series_dir / "0099-mutation.patch").unlink(missing_ok=True)
     print(table(records))
     return 0
 
