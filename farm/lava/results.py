@@ -35,6 +35,16 @@ def parse_time(value) -> dt.datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
+# The guest's console in a job log: "target" lines are read while an action waits on the connection;
+# "feedback" lines are what LAVA drains from it between actions. When a failure pattern (the panic) matches,
+# the action ends and the rest of the panic arrives as feedback (seen in CI: the panic line itself).
+CONSOLE_LEVELS = ("target", "feedback")
+
+
+def is_console(entry: dict) -> bool:
+    return entry.get("lvl") in CONSOLE_LEVELS
+
+
 @dataclass
 class JobLog:
     """The entries of one job's log, fed in pieces as the API hands them out from entry `count` on.
@@ -67,7 +77,7 @@ class JobLog:
         return len(self.entries)
 
     def console_lines(self) -> list[str]:
-        return [console_line(e) for e in self.entries if e.get("lvl") == "target"]
+        return [console_line(e) for e in self.entries if is_console(e)]
 
     def console_text(self) -> str:
         lines = self.console_lines()
@@ -75,7 +85,7 @@ class JobLog:
 
     def first_console_time(self) -> dt.datetime | None:
         for e in self.entries:
-            if e.get("lvl") == "target" and e.get("dt"):
+            if is_console(e) and e.get("dt"):
                 return parse_time(e["dt"])
         return None
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..guest.image import READY_MARKER
 from ..vm.console import MAX_CONSOLE_BYTES, ConsoleState
 from .client import FINISHED, LavaClient
-from .results import JobLog, JobTimes, Outcome, console_line, job_times, outcome
+from .results import JobLog, JobTimes, Outcome, console_line, is_console, job_times, outcome
 
 CANCEL_GRACE_SECONDS = 60.0  # how long a cancelled job may take to reach Finished before the farm gives up
 # The job's state can say Finished before the worker's last log lines reach the server (seen in CI: a panic
@@ -73,7 +73,7 @@ class Follower:
                     job = self.client.job(job_id)
                     finished = job.get("state") == FINISHED
                     for entry in log.feed(self.client.logs(job_id, log.count)):
-                        if entry.get("lvl") != "target":
+                        if not is_console(entry):
                             continue
                         line = console_line(entry) + "\n"
                         console.feed(line)

@@ -201,6 +201,11 @@ class QemuInstance(Instance):
         except (QmpError, InfraError) as e:
             self.host.check()
             if self.proc.wait(0.5):
+                # a kernel that triple-faults in its first milliseconds after `cont` is gone before
+                # `info usernet` answers: QMP's SHUTDOWN event says it was the guest, not the host
+                stop = self._stop_reason()
+                if stop in GUEST_STOPS:
+                    raise self._failed(f"{GUEST_STOPS[stop]} during boot (QEMU: {stop})", crashed=True) from None
                 raise self._failed(f"{self._exited()} at start") from None
             raise self._failed(f"{e}{self.host.where}") from None
         if restored:  # the snapshot was taken after the marker and the banner: straight to SSH

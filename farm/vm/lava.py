@@ -25,6 +25,7 @@ from ..guest.image import file_digest
 from ..lava import jobdef
 from ..lava.client import LavaClient, read_token
 from ..lava.jobdef import LavaCell
+from ..lava.results import is_console
 from ..lava.runner import Follower, JobRun
 from .base import BootError, BootInfo, Cancelled, Diagnosis, Instance, MachineSpec, Pool, RunResult
 from .console import ConsoleState, parse_filtered_features
@@ -135,7 +136,7 @@ def _entry_time(jr: JobRun, match):
     from ..lava.results import parse_time
 
     for e in jr.log.entries:
-        if e.get("lvl") == "target" and isinstance(e.get("msg"), str) and match(e["msg"].rstrip("\r")):
+        if is_console(e) and isinstance(e.get("msg"), str) and match(e["msg"].rstrip("\r")):
             return parse_time(e.get("dt"))
     return None
 
