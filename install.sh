@@ -26,7 +26,7 @@ packages=(
   ccache                   # kernel builds from a warm cache
   flex                     # Kconfig of the kernel
   bison                    # Kconfig of the kernel
-  bc                       # kernel builds (timeconst)
+  bc                       # kernel builds: timeconst
   perl                     # checkpatch.pl and kernel build scripts
   git                      # git sources, git apply/am, worktrees
   tar                      # unpacking the kernel tarball
@@ -37,9 +37,9 @@ packages=(
   openssh-client           # farm shell: an interactive session into a guest
   b4                       # farm run --series MESSAGE-ID: b4 am
   libc6-dev                # static test programs
-  gcc-multilib             # 32-bit test programs and selftests (ia32 paths)
-  libelf-dev               # kernel builds (objtool)
-  libssl-dev               # kernel builds (certificates)
+  gcc-multilib             # 32-bit test programs and selftests: ia32 paths
+  libelf-dev               # kernel builds: objtool
+  libssl-dev               # kernel builds: certificates
   linux-source-6.1         # the tree the farm builds and patches
   linux-image-cloud-amd64  # the stock kernel
   python3-venv             # install.sh makes a venv
@@ -50,7 +50,7 @@ packages=(
   chromium                 # the report in a headless browser
   tmux                     # terminal tests through a real pseudo-terminal
   mount                    # a full-disk fault on a small tmpfs
-  git-email                # git send-email takes a `farm reply` message in the reply test
+  git-email                # git send-email takes a farm reply message in the reply test
   libmailtools-perl        # git send-email dies without Mail::Address
 )
 missing=()

@@ -27,7 +27,7 @@ FARM = {
     "ccache": ("ccache", "kernel builds from a warm cache"),
     "flex": ("flex", "Kconfig of the kernel"),
     "bison": ("bison", "Kconfig of the kernel"),
-    "bc": ("bc", "kernel builds (timeconst)"),
+    "bc": ("bc", "kernel builds: timeconst"),
     "perl": ("perl", "checkpatch.pl and kernel build scripts"),
     "git": ("git", "git sources, git apply/am, worktrees"),
     "tar": ("tar", "unpacking the kernel tarball"),
@@ -41,9 +41,9 @@ FARM = {
 # packages with no program of their own that the above need (headers, the kernel source, 32-bit libc)
 FARM_PACKAGES = {
     "libc6-dev": "static test programs",
-    "gcc-multilib": "32-bit test programs and selftests (ia32 paths)",
-    "libelf-dev": "kernel builds (objtool)",
-    "libssl-dev": "kernel builds (certificates)",
+    "gcc-multilib": "32-bit test programs and selftests: ia32 paths",
+    "libelf-dev": "kernel builds: objtool",
+    "libssl-dev": "kernel builds: certificates",
     "linux-source-6.1": "the tree the farm builds and patches",
     "linux-image-cloud-amd64": "the stock kernel",
     "python3-venv": "install.sh makes a venv",
@@ -78,7 +78,7 @@ LAVA = {
 
 # packages the tests need that bring no program of their own on PATH
 TEST_PACKAGES = {
-    "git-email": "git send-email takes a `farm reply` message in the reply test",
+    "git-email": "git send-email takes a farm reply message in the reply test",
     "libmailtools-perl": "git send-email dies without Mail::Address",
 }
 

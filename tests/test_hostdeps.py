@@ -72,6 +72,10 @@ def test_install_sh_installs_exactly_the_list():
     # quoted word, so the list it checks would silently lose them.
     comments = [m.group(1) for line in text.splitlines()[1:] if (m := re.search(r"(?:^|\s)#(.*)$", line))]
     assert [c for c in comments if "'" in c or '"' in c] == []
+    # Nor a parenthesis or backtick in the package block's comments: a reader that takes the block as
+    # `packages=( ... )` up to the first closing parenthesis would stop there and lose the rest.
+    block = hostdeps.install_block()
+    assert [c for c in re.findall(r"#(.*)", block) if set(c) & set("()`")] == []
 
 
 def test_install_sh_lava_installs_the_lab():
