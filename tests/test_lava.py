@@ -171,13 +171,19 @@ def test_a_hung_test_times_out_as_it_does_locally(lab, tmp_path):
     assert c["status"] == "TIMEOUT" and "timed out" in c["lab_jobs"][0]["error_msg"]
 
 
-def test_a_job_cancelled_by_a_user_leaves_the_cell_pending(lab, tmp_path):
+def start_hanging_run(lab, tmp_path):
+    """`farm run` of one cell whose test hangs, on the lab only, in the background: (process, run dir)."""
     root = fault_root(tmp_path, "hang", "hang.sh", timeout=120)
     out = tmp_path / "out"
     env = dict(os.environ, FARM_ROOT=str(root), CI="true")
     proc = subprocess.Popen([sys.executable, "-m", "farm.cli", "run", "--job", str(root / "jobs" / "fault.yaml"),
                              "--out", str(out), "-j", "0", *lava_args(lab)], env=env, cwd=root,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return proc, out
+
+
+def test_a_job_cancelled_by_a_user_leaves_the_cell_pending(lab, tmp_path):
+    proc, out = start_hanging_run(lab, tmp_path)
     try:
         job_id = None
         deadline = time.monotonic() + 120
@@ -200,12 +206,7 @@ def test_a_job_cancelled_by_a_user_leaves_the_cell_pending(lab, tmp_path):
 
 
 def test_interrupting_the_farm_cancels_its_lava_job(lab, tmp_path):
-    root = fault_root(tmp_path, "hang", "hang.sh", timeout=120)
-    out = tmp_path / "out"
-    env = dict(os.environ, FARM_ROOT=str(root), CI="true")
-    proc = subprocess.Popen([sys.executable, "-m", "farm.cli", "run", "--job", str(root / "jobs" / "fault.yaml"),
-                             "--out", str(out), "-j", "0", *lava_args(lab)], env=env, cwd=root,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc, out = start_hanging_run(lab, tmp_path)
     try:
         deadline = time.monotonic() + 120
         job_id = None
