@@ -24,7 +24,9 @@ def test_panic_log_is_fatal_and_names_the_panic_line():
     first = state.first_crash()
     assert first.kind == "panic"
     assert first.line == "Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)"
-    assert any(c.kind == "calltrace" for c in state.crashes)
+    # the Call Trace under it is the panic's own report, not a crash of its own
+    assert [c.kind for c in state.crashes] == ["panic"]
+    assert first.frames[2:4] == ["mount_block_root+0x14e/0x1e6", "prepare_namespace+0x136/0x165"]
 
 
 def test_console_lines_split_across_chunks_are_joined():
@@ -36,14 +38,15 @@ def test_console_lines_split_across_chunks_are_joined():
     assert state.first_crash().line.startswith("Kernel panic - not syncing: VFS")
 
 
-def test_warn_oops_and_bug_are_recognised():
+def test_warn_oops_and_bug_are_recognised_and_the_oops_belongs_to_its_bug():
     state = ConsoleState(MARKER)
     state.feed("[    5.1] WARNING: CPU: 1 PID: 77 at arch/x86/kernel/fpu/xstate.c:1020 foo+0x1/0x2\n"
                "[    5.2] BUG: kernel NULL pointer dereference, address: 0000000000000000\n"
                "[    5.3] Oops: 0002 [#1] PREEMPT SMP NOPTI\n")
-    assert [c.kind for c in state.crashes] == ["warning", "bug", "oops"]
+    assert [c.kind for c in state.crashes] == ["warning", "exception"]
     assert not state.panicked
-    assert state.first_crash().kind == "bug"
+    assert state.first_crash().kind == "exception"
+    assert state.crashes[0].title == "WARNING in foo"
 
 
 def test_marker_must_be_a_whole_line():

@@ -467,7 +467,9 @@ def _build(kernel, res, series, cfg_inputs, compiler, key, inputs, work, log, jo
     t = time.monotonic()
     extra = {"config": build_dir / ".config"}
     if _has_debug_info(build_dir / ".config"):
-        extra["vmlinux"] = build_dir / "vmlinux"  # for decode_stacktrace.sh on a crash
+        # decoding oopses to file:line after the work tree is gone: the image's symbols and the tree's script
+        extra["vmlinux"] = build_dir / "vmlinux"
+        extra["decode_stacktrace.sh"] = tree / "scripts/decode_stacktrace.sh"
     folder = cache.store(key, image, metadata["image"], metadata, log_path, extra)
     durations["store"] = round(time.monotonic() - t, 3)
     if res.source.kind == "git":

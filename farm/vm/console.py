@@ -8,25 +8,33 @@ import threading
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from .. import crash
 from ..results.run import Crash
 
-# What a kernel prints when something is wrong. A panic ends the guest; the others may leave it alive.
-CRASH_PATTERNS = [
-    ("panic", re.compile(r"Kernel panic - not syncing.*")),
-    ("bug", re.compile(r"\bBUG: .*")),
-    ("oops", re.compile(r"\bOops: .*")),
-    ("gpf", re.compile(r"general protection fault.*")),
-    # WARN() prints "WARNING: CPU: 0 PID: 1 at file:line"; "RETBleed: WARNING: ..." notices are not crashes.
-    ("warning", re.compile(r"\bWARNING: (?:CPU: \d+ PID: \d+|at ).*")),
-    ("calltrace", re.compile(r"Call Trace:")),
-]
+# What a kernel prints when something is wrong: farm/crash.py's catalogue. A panic ends the guest; the others
+# may leave it alive.
 FATAL_KINDS = {"panic"}
+# which crash names a failure best (first_crash): a panic, then any named report, then a bare WARN or trace
+_RANK = {"panic": 0, "warning": 2, "kmemleak": 2, "calltrace": 3}
+# A panic that only says the oops before it was fatal: that oops names the failure.
+_FATAL_ECHO = re.compile(r"Kernel panic - not syncing: (?:Fatal exception|Attempted to kill the idle task)")
+
+# Bounds against a guest that floods its console: a line without a newline is cut at MAX_LINE characters
+# (printk's own lines are < 1 KiB) and the rest dropped until one comes; at most MAX_CRASHES crashes are kept
+# (a panic always), the others counted in ConsoleState.dropped.
+MAX_LINE = 4096
+MAX_CRASHES = 200
 
 # qemu-system-x86_64: warning: TCG doesn't support requested feature: CPUID.07H:EBX.avx512f [bit 16]
 _FEATURE_RE = re.compile(r"doesn't support requested feature: (?P<reg>\S+?)\.(?P<name>[\w.-]+) \[bit (?P<bit>\d+)\]")
 
 # A guest flooding its console cannot fill the disk or memory: console.log keeps this much (FARM_CONSOLE_LIMIT).
 MAX_CONSOLE_BYTES = int(os.environ.get("FARM_CONSOLE_LIMIT", 16 << 20))
+
+
+# a cheap test before the catalogue's regexes: every header has one of these words
+_MAYBE = re.compile(r"BUG|WARNING|panic|Oops|UBSAN|corruption|refcount_t|unreferenced|kmemleak|INFO: |"
+                    r"general protection|invalid opcode|Call Trace")
 
 
 def _strip_timestamp(line: str) -> str:
@@ -38,44 +46,77 @@ CrashLine = Crash  # kind, line, lineno: what the console scan finds
 
 @dataclass
 class ConsoleState:
-    """Everything learned from a console stream; pure, so fixtures can be fed to it in tests."""
+    """Everything learned from a console stream; pure, so fixtures can be fed to it in tests. Time and memory
+    are linear in the input: no line is kept longer than MAX_LINE, no more than MAX_CRASHES crashes."""
 
     marker: str
     ready: bool = False
     crashes: list[CrashLine] = field(default_factory=list)
     lines: int = 0
+    dropped: int = 0  # crashes not kept (over MAX_CRASHES)
     _partial: str = ""
+    _report: crash.Report | None = None
+    _panicked: bool = False
 
     def feed(self, text: str) -> list[CrashLine]:
-        """Take more console text; return crash lines found in it."""
-        found = []
-        data = self._partial + text
-        *complete, self._partial = data.split("\n")
-        for raw in complete:
-            self.lines += 1
-            line = _strip_timestamp(raw.rstrip("\r"))
-            if not self.ready and line.strip() == self.marker:
-                self.ready = True
-                continue
-            for kind, pattern in CRASH_PATTERNS:
-                m = pattern.search(line)
-                if m:
-                    crash = CrashLine(kind, line.strip(), self.lines)
-                    self.crashes.append(crash)
-                    found.append(crash)
-                    break
-        return found
+        """Take more console text; return crashes that start in it (their titles and frames fill in as
+        their reports' lines arrive)."""
+        found: list[CrashLine] = []
+        start = 0
+        while True:
+            nl = text.find("\n", start)
+            if nl < 0:
+                room = MAX_LINE - len(self._partial)
+                if room > 0:
+                    self._partial += text[start:start + room]
+                return found
+            room = max(0, MAX_LINE - len(self._partial))
+            raw = self._partial + text[start:min(nl, start + room)]
+            self._partial = ""
+            start = nl + 1
+            self._line(raw, found)
+
+    def _line(self, raw: str, found: list[CrashLine]) -> None:
+        self.lines += 1
+        line = _strip_timestamp(raw.rstrip("\r"))
+        if not self.ready and line.strip() == self.marker:
+            self.ready = True
+            return
+        hit = crash.match(line) if _MAYBE.search(line) else None
+        report = self._report
+        if report is not None and report.done:
+            report = self._report = None
+        if hit is None or crash.continues(hit[0], report):
+            if report is not None:
+                report.take(line)
+            return
+        pattern, groups = hit
+        c = CrashLine(pattern.kind, line.strip(), self.lines)
+        self._report = crash.Report(c, pattern, groups)
+        self._report.finish()
+        if pattern.kind in FATAL_KINDS:
+            self._panicked = True
+        if len(self.crashes) < MAX_CRASHES or pattern.kind in FATAL_KINDS:
+            self.crashes.append(c)
+            found.append(c)
+        else:
+            self.dropped += 1
 
     @property
     def panicked(self) -> bool:
-        return any(c.kind in FATAL_KINDS for c in self.crashes)
+        return self._panicked
 
     def first_crash(self) -> CrashLine | None:
-        for kinds in (FATAL_KINDS, {"bug", "oops", "gpf"}, {"warning"}):
-            for c in self.crashes:
-                if c.kind in kinds:
-                    return c
-        return self.crashes[0] if self.crashes else None
+        """The crash that names the failure: a panic (or the report a "Fatal exception" panic ends on), then
+        the first named report, then a WARN, a leak or a bare call trace."""
+        if not self.crashes:
+            return None
+        best = min(self.crashes, key=lambda c: _RANK.get(c.kind, 1))
+        if best.kind == "panic" and _FATAL_ECHO.match(best.line):
+            before = [c for c in self.crashes if c.lineno < best.lineno and c.kind not in ("panic", "calltrace")]
+            if before:
+                return min(before, key=lambda c: _RANK.get(c.kind, 1))
+        return best
 
 
 def parse_filtered_features(qemu_stderr: str) -> list[str]:
