@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 from .results.run import Crash
 
@@ -144,29 +146,33 @@ class Report:
     def take(self, line: str) -> None:
         """One more line of this report (timestamp already stripped)."""
         self.lines += 1
-        m = _RIP.match(line.strip())
-        if m and not self.rip:
-            self.rip = m.group("func")
-        m = _ACCESS.match(line.strip())
-        if m and not self.access:
-            self.access = m.group("access")
+        text = line.strip()
+        changed = False
+        if text.startswith("RIP:") and not self.rip:
+            m = _RIP.match(text)
+            if m:
+                self.rip, changed = m.group("func"), True
+        elif not self.access and text.startswith(("Read of", "Write of")):
+            self.access, changed = _ACCESS.match(text).group("access"), True
         if not self.trace_done:
-            frame = frame_of(line) if not line.strip().startswith("RIP:") else None
+            frame = frame_of(line) if not text.startswith("RIP:") else None
             if frame:
                 self.in_trace = True
                 func, shown, unreliable = frame
                 if not unreliable and len(self.crash.frames) < MAX_FRAMES:
                     self.crash.frames.append(shown)
                     self.funcs.append(func)
-            elif line.strip() == "Call Trace:" or _MARKERS.match(line) or _REGS.match(line.strip()):
+                    changed = True
+            elif text == "Call Trace:" or _MARKERS.match(line) or _REGS.match(text):
                 pass  # a register dump sits inside a trace that changes stacks (IRQ -> task)
             elif self.in_trace:
                 self.trace_done = True  # the first stack is the one that says where it happened
-        if not self.any_func:
+        if not self.any_func and "+0x" in line:
             m = _ANY_FUNC.search(line)
             if m and not skipped(m.group("func")):
-                self.any_func = m.group("func")
-        self.finish()
+                self.any_func, changed = m.group("func"), True
+        if changed:
+            self.finish()
 
     @property
     def done(self) -> bool:
@@ -235,3 +241,71 @@ def titled(crash: Crash) -> Crash:
     r = Report(crash, hit[0], hit[1])
     r.finish()
     return crash
+
+
+# --- decoding: file:line per frame, with the kernel tree's own scripts/decode_stacktrace.sh -------------------
+
+MAX_DECODED = 10  # crashes decoded per cell (addr2line on a debug vmlinux takes a second or two each)
+_TS = re.compile(r"^\[\s*\d+\.\d+\]\s*")
+
+
+def decode(crashes: list[Crash], console: Path, kernel_dir: Path, timeout: float = 120) -> int:
+    """Replace each crash's frames by decode_stacktrace.sh's (" func (drivers/x/y.c:12)") when the kernel's
+    cache entry (kernel_dir) keeps vmlinux and the script (DEBUG_INFO kernels, farm.kernel.build). Title and
+    fingerprint stay as they are: they use function names only. Returns how many crashes were decoded."""
+    vmlinux, script = kernel_dir / "vmlinux", kernel_dir / "decode_stacktrace.sh"
+    if not (vmlinux.is_file() and script.is_file()) or not crashes:
+        return 0
+    try:
+        lines = console.read_text(errors="replace").splitlines()
+    except OSError:
+        return 0
+    done = 0
+    for c in [c for c in crashes if c.lineno and c.frames][:MAX_DECODED]:
+        # the report as the console has it; Code: lines need scripts/decodecode, and say nothing about frames
+        chunk = [x for x in lines[c.lineno - 1:c.lineno - 1 + MAX_REPORT_LINES] if "Code: " not in x]
+        try:
+            out = subprocess.run(["bash", str(script), str(vmlinux), "auto"], input="\n".join(chunk) + "\n",
+                                 capture_output=True, text=True, timeout=timeout, check=False).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        hit = match(c.line)
+        if hit is None:
+            continue
+        again = Report(Crash(c.kind, c.line, c.lineno), *hit)
+        for line in out.splitlines()[1:]:
+            again.take(_TS.sub("", line))
+            if again.done:
+                break
+        decoded = again.crash.frames
+        if decoded and any(" (" in f for f in decoded) and [frame_func(f) for f in decoded] == \
+                [frame_func(f) for f in c.frames][:len(decoded)]:
+            c.frames = decoded
+            done += 1
+    return done
+
+
+def frame_func(frame: str) -> str:
+    return re.split(r"[+ ]", frame, maxsplit=1)[0]
+
+
+# --- kmemleak: a scan after each test --------------------------------------------------------------------------
+
+# Run in the guest after a test on a kernel with kmemleak: one scan, and the unreferenced objects it found
+# written to the console, where the crash scan reads them like any other report. kmemleak reports only
+# objects older than 5 s, so the host waits for the test to be that old first (LEAK_MIN_AGE).
+LEAK_SCAN = ("mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null; f=/sys/kernel/debug/kmemleak; "
+             "[ -w $f ] || exit 0; echo scan > $f && cat $f > /dev/console; cat $f")
+LEAK_MIN_AGE = 5.5
+
+
+def leak_scan(kernel) -> bool:
+    """Whether this catalog kernel is built with kmemleak (asked for by one of its config fragments)."""
+    from .kernel.config import requested  # the fragments' own parser
+
+    if kernel.config is None:
+        return False
+    try:
+        return requested(kernel.config.fragments).get("CONFIG_DEBUG_KMEMLEAK", ("n",))[0] == "y"
+    except OSError:
+        return False

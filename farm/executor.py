@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import verdict
+from . import crash, verdict
 from .catalog import Test
 from .errors import FarmError, InputError
 from .eta import RunEta
@@ -206,6 +206,10 @@ class Executor:
             outcome = self._attempt(cell, cell_dir, self._snapshot_spec(spec, cell, pool, retry=bool(attempts)),
                                     test, timeout, pool)
             attempts.append(outcome)
+            if outcome.crashes and prepared.image:  # DEBUG_INFO kernels: frames as file:line
+                t = time.monotonic()
+                if crash.decode(outcome.crashes, cell_dir / "console.log", Path(prepared.image).parent):
+                    cell.timings["decode"] = round(time.monotonic() - t, 3)
             with self.booted_lock:  # booted or not, this slot's first boot of the pair is over
                 self.booting.discard((pool.name, cell.kernel, cell.cpu))
             self._apply(cell, outcome)
@@ -266,6 +270,8 @@ class Executor:
                 return verdict.from_boot_error(e)
             except Cancelled as e:  # cancelled in its lab by a user: not a verdict, --resume runs it
                 return Outcome(Status.PENDING, verdict.STAGE_TEST, str(e))
+            if not (result.lost or result.timed_out or instance.boot.lab_job):
+                self._leak_scan(cell, instance, result)
             cell.filtered_features = instance.boot.filtered_features
             cell.timings["boot_to_marker"] = round(instance.boot.seconds_to_marker, 3)
             cell.timings["boot_to_ssh"] = round(instance.boot.seconds_to_ssh, 3)
@@ -287,6 +293,18 @@ class Executor:
             cell.timings["total"] = round(time.monotonic() - start, 3)
         self._write_output(cell, cell_dir, result)
         return outcome
+
+    def _leak_scan(self, cell: Cell, instance, result: RunResult) -> None:
+        """On a kmemleak kernel, one scan after the test; what it finds reaches the console (farm.crash)."""
+        if not crash.leak_scan(self.plan.catalog.kernels[cell.kernel]):
+            return
+        t = time.monotonic()
+        time.sleep(max(0.0, crash.LEAK_MIN_AGE - result.seconds))
+        before = len(instance.console.state.crashes)
+        scan = instance.run(["sh", "-c", crash.LEAK_SCAN], 120)
+        if scan.stdout.strip():  # leaks: give the console a moment to carry the report to the crash scan
+            instance.console.wait(lambda s: len(s.crashes) > before, 5.0)
+        cell.timings["leak_scan"] = round(time.monotonic() - t, 3)
 
     def _provided(self, cell: Cell, test: Test) -> set[str]:
         return set(test.checks) & set(self.plan.catalog.kernels[cell.kernel].provides)

@@ -91,16 +91,17 @@ class ConsoleState:
                 report.take(line)
             return
         pattern, groups = hit
+        fatal = pattern.kind in FATAL_KINDS
+        self._panicked = self._panicked or fatal
+        if len(self.crashes) >= MAX_CRASHES and not fatal:
+            self.dropped += 1
+            self._report = None
+            return
         c = CrashLine(pattern.kind, line.strip(), self.lines)
         self._report = crash.Report(c, pattern, groups)
         self._report.finish()
-        if pattern.kind in FATAL_KINDS:
-            self._panicked = True
-        if len(self.crashes) < MAX_CRASHES or pattern.kind in FATAL_KINDS:
-            self.crashes.append(c)
-            found.append(c)
-        else:
-            self.dropped += 1
+        self.crashes.append(c)
+        found.append(c)
 
     @property
     def panicked(self) -> bool:
