@@ -233,16 +233,6 @@ def continues(p: Pattern, open_report: Report | None) -> bool:
     return open_report.pattern.kind in p.continues
 
 
-def titled(crash: Crash) -> Crash:
-    """A Crash from a single line (a run.json of an older farm, a LAVA log): its title and fingerprint."""
-    hit = match(crash.line)
-    if hit is None or crash.title:
-        return crash
-    r = Report(crash, hit[0], hit[1])
-    r.finish()
-    return crash
-
-
 # --- decoding: file:line per frame, with the kernel tree's own scripts/decode_stacktrace.sh -------------------
 
 MAX_DECODED = 10  # crashes decoded per cell (addr2line on a debug vmlinux takes a second or two each)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..crash import frame_func, skipped
 from ..results.history import Changes, crash_key, crash_title
 from ..results.run import FAILING, STATUSES, BuildOutcome, Cell, Run, Status
 from . import abtest
@@ -150,13 +151,13 @@ def _secs(v: float) -> str:
     return f"{int(v // 60)}m{int(v % 60):02d}s" if v >= 120 else f"{v:.1f} s"
 
 
-def crash_groups(run: Run) -> list[tuple[str, str, str, list[Cell], list[str]]]:
-    """(fingerprint, title, kind, cells, lines) per distinct crash, the most frequent first."""
-    groups: dict[str, tuple[str, str, str, list[Cell], list[str]]] = {}
+def crash_groups(run: Run) -> list[tuple[str, str, str, list[Cell], list[str], list[str]]]:
+    """(fingerprint, title, kind, cells, lines, frames) per distinct crash, the most frequent first."""
+    groups: dict[str, tuple[str, str, str, list[Cell], list[str], list[str]]] = {}
     for c in run.cells:
         for x in c.crashes:
             key = crash_key(x)
-            g = groups.setdefault(key, (key, crash_title(x), x.kind, [], []))
+            g = groups.setdefault(key, (key, crash_title(x), x.kind, [], [], x.frames))
             if c not in g[3]:
                 g[3].append(c)
             if x.line not in g[4]:
@@ -216,10 +217,14 @@ def render(run: Run, comparisons: list[abtest.Comparison] | None = None, changes
         seen = changes.crashes if changes is not None else {}
         add()
         add(f"Crashes ({len(groups)} distinct)")
-        for key, title, kind, gcells, lines in groups[:MAX_LISTED]:
+        for key, title, kind, gcells, lines, frames in groups[:MAX_LISTED]:
             cpus = list(dict.fromkeys(c.cpu for c in gcells))
             add(f"{title} ({kind}, {len(gcells)} cell(s))", "  ", "      ")
             add(f"seen on {', '.join(cpus)}", "    ", "      ")
+            # where it happened, decoded to file:line: the first frame past the reporting machinery
+            where = next((f for f in frames if " (" in f and not skipped(frame_func(f))), "")
+            if where:
+                add(f"at {where}", "    ", "      ")
             first = seen.get(key)
             if first is not None:
                 add(f"first seen in run {first.run_id} ({first.started})", "    ", "      ")
