@@ -106,6 +106,7 @@ _SKIP_PREFIXES = (
     "_raw_spin", "do_raw_spin", "queued_spin", "native_queued", "mark_lock", "validate_chain",
     "check_noncircular", "check_prev_add", "check_irq_usage", "trace_", "__trace", "stack_trace_",
     "arch_stack_walk", "save_stack", "set_track", "nmi_", "lapic_", "native_safe_halt", "kmemleak_",
+    "__mutex_", "mutex_lock", "mutex_unlock", "down_read", "down_write", "__down", "rwsem_", "up_read", "up_write",
 )
 _SKIP = {"panic", "die", "kthread", "kmalloc", "kfree", "bug", "warn", "secondary_startup_64_no_verify"}
 
@@ -184,6 +185,8 @@ class Report:
         given = self.groups.get("func")
         if given and not skipped(given):
             return given
+        if self.pattern.kind == "lockdep" and self.any_func:
+            return self.any_func  # the "at: func+0x.." of the lock it is about, as lockdep names it
         if self.rip and not skipped(self.rip) and self.pattern.kind not in ("hung-task", "kmemleak"):
             return self.rip
         for f in self.funcs:
@@ -299,3 +302,12 @@ def leak_scan(kernel) -> bool:
         return requested(kernel.config.fragments).get("CONFIG_DEBUG_KMEMLEAK", ("n",))[0] == "y"
     except OSError:
         return False
+
+
+def site_frames(frames: list[str]) -> list[str]:
+    """The frames from where it happened on: the reporting machinery on top (dump_stack, kasan_report, __warn,
+    ...) left out, as a reader wants them."""
+    for i, f in enumerate(frames):
+        if not skipped(frame_func(f)):
+            return frames[i:]
+    return frames

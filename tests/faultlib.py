@@ -477,9 +477,92 @@ def corrupt_run_json(tmp: Path) -> Row:
     return row
 
 
-SCENARIOS: list[Callable[[Path], Row]] = [
+CRASH_KERNEL = "linux-6.1-debug-lkdtm"  # the debug profile plus kernels/patches/lkdtm-extra
+
+
+def _add_lkdtm(root: Path, name: str, lkdtm: str) -> str:
+    test = f"lkdtm-{name}"
+    (root / "guests" / "tests" / f"{test}.yaml").write_text(
+        f"name: {test}\nbinary: {FAULTS / 'lkdtm.sh'}\nrun: [{test}, {lkdtm}]\nformat: ktap\ntimeout: 120\n")
+    return test
+
+
+def crash_classes(tmp: Path) -> list[Row]:
+    """Every crash class of the catalogue provoked (LKDTM) in one run of the debug kernel, one cell each next
+    to a healthy one: each is a CRASH on its first attempt, named by the kind and title it should have."""
+    from .crashcases import CASES
+
+    root = make_root(tmp)
+    tests = [_add_lkdtm(root, name, case.lkdtm) for name, case in CASES.items()]
+    path = root / "jobs" / "fault.yaml"
+    path.write_text(f"name: fault\nkernels: [{CRASH_KERNEL}]\ncpus: [Broadwell]\ntests: {[HEALTHY, *tests]}\n"
+                    f"timeouts: {{boot: 300, build: 7200}}\nretries: 1\n")
+    holder = {}
+
+    def inject(proc, out):
+        holder["pid"] = proc.pid
+        return None
+
+    o = run_farm(root, tmp / "out", ["--job", str(path)], inject=inject, timeout=7200)
+    healthy = cell_of(o.run, HEALTHY).get("status") == "PASS"
+    rows = []
+    for name, case in CASES.items():
+        cell = cell_of(o.run, f"lkdtm-{name}")
+        crashes = cell.get("crashes", [])
+        named = [x for x in crashes if (x.get("kind"), x.get("title")) == (case.kind, case.title)]
+        first = named[0] if named else (crashes[0] if crashes else {})
+        row = Row(f"LKDTM {case.lkdtm} ({case.kind})"[:34], "CRASH (x1)")
+        row.got = f"{cell.get('status', '?')} (x{cell.get('attempts', 0)})"
+        t = cell.get("timings", {})
+        row.seconds_to_verdict = round(t.get("test", 0.0) + t.get("shutdown", 0.0), 1)
+        row.leftover = qemus_of(holder.get("pid", 0))
+        row.lost = lost_results(o.run, o.out)
+        row.others_ok = healthy
+        row.notes = f"{first.get('kind', '?')}: {first.get('title', '')}"[:100]
+        row.ok = (cell.get("status") == "CRASH" and cell.get("attempts") == 1 and first.get("kind") == case.kind
+                  and first.get("title") == case.title and healthy and row.leftover == 0 and not row.lost
+                  and "Traceback" not in o.stderr)
+        rows.append(row)
+    return rows
+
+
+def splat_in_report(tmp: Path) -> Row:
+    """A KASAN use-after-free provoked in the same test on two CPU models of the debug kernel: the report
+    shows it once (one fingerprint, seen on both models) with its frames decoded to file:line."""
+    root = make_root(tmp)
+    test = _add_lkdtm(root, "kasan", "READ_AFTER_FREE")
+    path = root / "jobs" / "fault.yaml"
+    path.write_text(f"name: fault\nkernels: [{CRASH_KERNEL}]\ncpus: [Broadwell, Skylake-Server]\n"
+                    f"tests: [{HEALTHY}, {test}]\ntimeouts: {{boot: 300, build: 7200}}\nretries: 1\n")
+    holder = {}
+
+    def inject(proc, out):
+        holder["pid"] = proc.pid
+        return None
+
+    o = run_farm(root, tmp / "out", ["--job", str(path)], inject=inject, timeout=7200)
+    cells = [c for c in o.run.get("cells", []) if c["test"] == test]
+    prints = {x.get("fingerprint") for c in cells for x in c.get("crashes", []) if x.get("kind") == "kasan"}
+    frames = [f for c in cells for x in c.get("crashes", []) if x.get("kind") == "kasan" for f in x.get("frames", [])]
+    summary = (o.out / "summary.txt").read_text() if (o.out / "summary.txt").exists() else ""
+    page = (o.out / "report.html").read_text() if (o.out / "report.html").exists() else ""
+    row = Row("KASAN splat on 2 models: report", "1 fingerprint, file:line")
+    row.got = f"{len(prints)} fingerprint(s), {'file:line' if any('heap.c:' in f for f in frames) else 'raw'}"
+    row.leftover = qemus_of(holder.get("pid", 0))
+    row.lost = lost_results(o.run, o.out)
+    row.others_ok = all(c.get("status") == "PASS" for c in o.run.get("cells", []) if c["test"] == HEALTHY)
+    row.notes = next((line.strip() for line in summary.splitlines() if line.strip().startswith("at ")), "")[:100]
+    row.ok = (len(cells) == 2 and all(c.get("status") == "CRASH" for c in cells) and len(prints) == 1
+              and any("drivers/misc/lkdtm/heap.c:" in f for f in frames)
+              and "seen on Broadwell, Skylake-Server" in summary and "drivers/misc/lkdtm/heap.c:" in page
+              and page.count('class="problem crashgroup"') == 1 and row.others_ok and row.leftover == 0)
+    return row
+
+
+SCENARIOS: list[Callable[[Path], Row | list[Row]]] = [
     boot_panic, triple_fault_at_boot, panic_in_test, reset_in_test, warning_guest_lives, hanging_test,
     kept_guest_deadline, flooding_output, flooding_console, qemu_killed, ssh_dropped, no_sshd, silent_guest, sigint_boot, sigterm_test, two_runs_at_once, full_disk, corrupt_run_json,
+    crash_classes, splat_in_report,
 ]
 
 
@@ -489,5 +572,6 @@ def run_all(names: list[str] | None = None) -> list[Row]:
         if names and scenario.__name__ not in names:
             continue
         with tempfile.TemporaryDirectory(prefix=f"fault-{scenario.__name__}-") as tmp:
-            rows.append(scenario(Path(tmp)))
+            got = scenario(Path(tmp))
+            rows.extend(got if isinstance(got, list) else [got])  # a scenario may give one row per class
     return rows

@@ -21,6 +21,7 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup
 
+from ..crash import site_frames
 from ..results.history import Changes, CrashSeen, crash_key, crash_title
 from ..results.run import FAILING, Case, Cell, Crash, Run, Status
 from . import abtest, pictures
@@ -188,7 +189,7 @@ def _crash_groups(run: Run, run_dir: Path, changes: Changes | None, budget: Budg
             key = crash_key(x)
             g = groups.get(key)
             if g is None:
-                g = groups[key] = CrashGroup(key, crash_title(x), x.kind, frames=list(x.frames))
+                g = groups[key] = CrashGroup(key, crash_title(x), x.kind, frames=site_frames(x.frames))
             g.hits.append((c, x))
     out = sorted(groups.values(), key=lambda g: (-len(g.hits), g.title))
     for g in out:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..crash import frame_func, skipped
+from ..crash import site_frames
 from ..results.history import Changes, crash_key, crash_title
 from ..results.run import FAILING, STATUSES, BuildOutcome, Cell, Run, Status
 from . import abtest
@@ -222,7 +222,7 @@ def render(run: Run, comparisons: list[abtest.Comparison] | None = None, changes
             add(f"{title} ({kind}, {len(gcells)} cell(s))", "  ", "      ")
             add(f"seen on {', '.join(cpus)}", "    ", "      ")
             # where it happened, decoded to file:line: the first frame past the reporting machinery
-            where = next((f for f in frames if " (" in f and not skipped(frame_func(f))), "")
+            where = next((f for f in site_frames(frames)[:1] if " (" in f), "")
             if where:
                 add(f"at {where}", "    ", "      ")
             first = seen.get(key)
