@@ -11,6 +11,9 @@ HUNG_TASK)  # the writer sleeps in D state for good; the detector looks every hu
 	echo HUNG_TASK > $lkdtm &
 	sleep 20 ;;
 SOFTLOCKUP)  # one CPU spins with preemption off: the soft-lockup watchdog at 20 s, RCU's stall at 21 s
+	# (the debug kernels' cmdline raises both for TCG; back to the kernel's defaults here)
+	echo 10 > /proc/sys/kernel/watchdog_thresh
+	echo 21 > /sys/module/rcupdate/parameters/rcu_cpu_stall_timeout
 	echo SOFTLOCKUP > $lkdtm &
 	sleep 45 ;;
 KFENCE)  # sample every allocation until one use-after-free lands in KFENCE's pool (KASAN reports once)
