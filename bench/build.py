@@ -148,9 +148,11 @@ def rebuilds(args, catalog: Catalog, cache: Path) -> list[dict]:
         target = CASES[case][0]
         farm_s, raw_s, make_s, steps = [], [], [], []
         letter = "c" if case == ".c" else "h"
+        raw_version = versions[case]  # what the raw tree holds
         for n in range(1, args.repeat + 1):
-            versions[case] += 1
             for side in ("farm", "raw") if n % 2 else ("raw", "farm"):
+                # every side's edit is new content: neither side's make may find the other's objects in ccache
+                versions[case] += 1
                 if side == "farm":
                     make_series(folder, base_series, bench_patch(texts, versions, tag))
                     t = time.monotonic()
@@ -162,7 +164,8 @@ def rebuilds(args, catalog: Catalog, cache: Path) -> list[dict]:
                 else:  # the edit a developer makes by hand: one line, the file replaced (never written through)
                     f = raw / "src" / target
                     text = f.read_text()
-                    old, new = (f"farm_bench_{tag}_{letter}_{versions[case] - d}" for d in (1, 0))
+                    old, new = (f"farm_bench_{tag}_{letter}_{v}" for v in (raw_version, versions[case]))
+                    raw_version = versions[case]
                     assert old in text, (old, target)
                     f.unlink()
                     f.write_text(text.replace(old, new))

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import glob
 import re
 import threading
@@ -58,6 +59,8 @@ def prepare_kernel(kernel: Kernel, builder: ImageBuilder, tests: list[Test], not
         from .kernel.build import BuildError, build_kernel  # heavy; only when something is built
 
         note(f"kernel {kernel.name}: building")
+        # checkpatch beside the build, not after it: seconds per edited patch off the edit loop
+        checked = _checkpatch_in_background(kernel) if kernel.checkpatch else None
         try:
             built = build_kernel(kernel, log=lambda line: note(f"kernel {kernel.name}: {line}"), progress=on_build)
         except BuildError as e:
@@ -69,16 +72,24 @@ def prepare_kernel(kernel: Kernel, builder: ImageBuilder, tests: list[Test], not
         build = BuildRecord.from_metadata(built.metadata, BuildOutcome.CACHED if built.cache_hit
                                           else BuildOutcome.BUILT, log=str(built.log_path))
         build.image = str(image)
-        if kernel.checkpatch:
-            from .kernel.checkpatch import check_series
-
-            build.checkpatch = [Checkpatch(**r) for r in check_series(kernel)]
+        if checked is not None:
+            build.checkpatch = [Checkpatch(**r) for r in checked()]
             note(f"kernel {kernel.name}: {checkpatch_summary(build.checkpatch)}")
     try:
         guest = builder.image(tests, modules)
     except FarmError as e:
         return PreparedKernel(image, None, build, f"guest image: {e}")
     return PreparedKernel(image, guest, build)
+
+
+def _checkpatch_in_background(kernel: Kernel):
+    """scripts/checkpatch.pl on the kernel's series, started now; the returned call waits for its results."""
+    from .kernel.checkpatch import check_series
+
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"checkpatch-{kernel.name}")
+    future = pool.submit(check_series, kernel)
+    pool.shutdown(wait=False)
+    return future.result
 
 
 def kernels(plan: Plan, progress, stopping: threading.Event) -> dict[str, PreparedKernel]:

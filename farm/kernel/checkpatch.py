@@ -6,6 +6,7 @@ reported, never hidden, but does not stop the build or the tests (reviewers want
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -29,21 +30,28 @@ def parse_total(output: str) -> dict:
 
 
 def check_series(kernel: Kernel, timeout: float = 300) -> list[dict]:
-    """One entry per patch: its name, the counts, ok, and the report's problem lines (cached by content)."""
+    """One entry per patch: its name, the counts, ok, and the report's problem lines. Cached per patch
+    content, so after an edit to one patch of a series only that patch is checked again (the edit loop)."""
     if not kernel.patches or not kernel.source:
         return []
     res = ksource.resolve(kernel.source)
-    series = kpatches.expand(kernel.patches)
-    key = digest_json(["checkpatch-v1", res.digest, [(p.name, p.sha256) for p in series]])
-    cached = cache.root() / "checkpatch" / f"{key}.json"
-    if cached.is_file():
-        return json.loads(cached.read_text())
-    results = _run(res, series, timeout)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results))
-    tmp.replace(cached)
-    return results
+    results, todo = [], []
+    for patch in kpatches.expand(kernel.patches):
+        cached = cache.root() / "checkpatch" / f"{digest_json(['checkpatch-v2', res.digest, patch.sha256])}.json"
+        results.append((patch, cached, json.loads(cached.read_text()) if cached.is_file() else None))
+        if results[-1][2] is None:
+            todo.append(patch)
+    fresh = dict(zip([p.path for p in todo], _run(res, todo, timeout), strict=True)) if todo else {}
+    out = []
+    for patch, cached, result in results:
+        if result is None:
+            result = fresh[patch.path]
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(result))
+            tmp.replace(cached)
+        out.append({**result, "patch": Path(patch.path).name})
+    return out
 
 
 def _run(res, series, timeout: float) -> list[dict]:
