@@ -56,9 +56,13 @@ def describe(run: dict) -> str:
 
 def xcr0(args) -> None:
     farm_run(["--job", "xcr0", "--test", "cpuinfo", "--cpu", "Broadwell"])  # kernels and images cached first
-    for label, extra in (("snapshots", []), ("--no-snapshots", ["--no-snapshots"])):
-        wall, run, rc = farm_run(["--job", "xcr0", *extra])
-        print(f"xcr0 job, {label:15} {wall:6.1f} s wall, exit {rc}: {describe(run)}", flush=True)
+    # The whole job, and without the ten x86-selftests cells (~35 s each under TCG): the 30 cells of the
+    # probe and the XCR0 tests, the shape the 30 s goal was set for (the v1 job had 24 such cells).
+    fast = ["--test", "cpuinfo", "--test", "xcr0", "--test", "xcr0-ia32"]
+    for what, sel in (("xcr0 job", []), ("xcr0 job w/o selftests", fast)):
+        for label, extra in (("snapshots", []), ("--no-snapshots", ["--no-snapshots"])):
+            wall, run, rc = farm_run(["--job", "xcr0", *sel, *extra])
+            print(f"{what}, {label:15} {wall:6.1f} s wall, exit {rc}: {describe(run)}", flush=True)
 
 
 def _probe_root(tmp: Path, copies: int) -> tuple[Path, Path]:

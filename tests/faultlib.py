@@ -564,6 +564,10 @@ SCENARIOS: list[Callable[[Path], Row | list[Row]]] = [
     kept_guest_deadline, flooding_output, flooding_console, qemu_killed, ssh_dropped, no_sshd, silent_guest, sigint_boot, sigterm_test, two_runs_at_once, full_disk, corrupt_run_json,
     crash_classes, splat_in_report,
 ]
+# The rows that need the debug capture kernel (CRASH_KERNEL: KASAN, lockdep, DEBUG_INFO; ~10 min to build
+# on 2 cores, and its guests boot several times slower): bench/faults.py always runs them, the suite only
+# with FARM_DEBUG_KERNEL_TESTS=1 (tests/conftest.py), which keeps CI under its time budget.
+DEBUG_KERNEL_SCENARIOS = {crash_classes, splat_in_report}
 
 
 def run_all(names: list[str] | None = None) -> list[Row]:

@@ -108,8 +108,10 @@ def test_frames_decode_to_file_and_line_with_the_kernels_own_script():
     from farm.catalog import Catalog
     from farm.kernel.build import build_kernel
 
-    from .conftest import REPO
+    from .conftest import DEBUG_KERNEL_TESTS, REPO
 
+    if not DEBUG_KERNEL_TESTS:
+        pytest.skip("needs the debug capture kernel: FARM_DEBUG_KERNEL_TESTS=1")
     built = build_kernel(Catalog(REPO).kernels["linux-6.1-debug-lkdtm"], log=lambda line: None)
     assert built.vmlinux is not None and built.vmlinux.parent == built.image.parent
     state = scan("kasan-uaf")

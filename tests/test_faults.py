@@ -9,12 +9,15 @@ from pathlib import Path
 import pytest
 
 from . import faultlib
+from .conftest import DEBUG_KERNEL_TESTS
 
 pytestmark = pytest.mark.boot
 
 
 @pytest.mark.parametrize("scenario", faultlib.SCENARIOS, ids=lambda s: s.__name__)
 def test_fault(scenario, tmp_path: Path):
+    if scenario in faultlib.DEBUG_KERNEL_SCENARIOS and not DEBUG_KERNEL_TESTS:
+        pytest.skip("needs the debug capture kernel: FARM_DEBUG_KERNEL_TESTS=1 (or bench/faults.py)")
     got = scenario(tmp_path)
     rows = got if isinstance(got, list) else [got]  # crash_classes: one row per crash class
     assert rows
