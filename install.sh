@@ -33,6 +33,7 @@ packages=(
   xz-utils                 # the linux-source tarball is .tar.xz
   coreutils                # work trees
   dash                     # build scripts of the kernel
+  bash                     # scripts/decode_stacktrace.sh: crash frames to file:line
   python3                  # the farm itself; install.sh
   openssh-client           # farm shell: an interactive session into a guest
   b4                       # farm run --series MESSAGE-ID: b4 am

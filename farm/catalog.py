@@ -157,6 +157,7 @@ def _name(f: Fields, required: bool = True, default: str | None = None) -> str:
                          "(letters, digits and . _ + - only, at most 64)")
     return name
 SOURCE_KINDS = ("debian", "git", "dir")
+_DEBIAN_PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]+")  # Debian policy 5.6.1
 
 
 class Catalog:
@@ -339,6 +340,11 @@ def _resolve_kernel(name: str, raw: dict[str, Doc], kernels_dir: Path, chain: li
         sf.done()
         if ref is not None and kinds[0] != "git":
             raise InputError(f"{src.where('ref')}: field 'ref': only a git source has commits ({kinds[0]} has none)")
+        if kinds[0] == "debian" and "/" not in location and not _DEBIAN_PACKAGE.fullmatch(location):
+            raise InputError(f"{src.where(kinds[0])}: field 'debian': {location!r} is not a Debian package name "
+                             "(or a path to a tarball)")
+        if any(ch in location for ch in "\n\r\0"):
+            raise InputError(f"{src.where(kinds[0])}: field '{kinds[0]}': {location!r} holds a control character")
         source = Source(kinds[0], location, ref)
     cfg = f.mapping("config")
     if cfg is not None:

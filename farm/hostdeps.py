@@ -34,6 +34,8 @@ FARM = {
     "xz": ("xz-utils", "the linux-source tarball is .tar.xz"),
     "cp": ("coreutils", "work trees"),
     "sh": ("dash", "build scripts of the kernel"),
+    "bash": ("bash", "scripts/decode_stacktrace.sh: crash frames to file:line"),
+    "addr2line": ("binutils", "decode_stacktrace.sh: crash frames to file:line"),
     "python3": ("python3", "the farm itself; install.sh"),
     "ssh": ("openssh-client", "farm shell: an interactive session into a guest"),
     "b4": ("b4", "farm run --series MESSAGE-ID: b4 am"),

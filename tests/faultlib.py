@@ -490,7 +490,7 @@ def _add_lkdtm(root: Path, name: str, lkdtm: str) -> str:
 def crash_classes(tmp: Path) -> list[Row]:
     """Every crash class of the catalogue provoked (LKDTM) in one run of the debug kernel, one cell each next
     to a healthy one: each is a CRASH on its first attempt, named by the kind and title it should have."""
-    from .crashcases import CASES
+    from .crashcases import LIVE as CASES
 
     root = make_root(tmp)
     tests = [_add_lkdtm(root, name, case.lkdtm) for name, case in CASES.items()]

@@ -84,6 +84,18 @@ def test_seed_is_the_newest_finished_build_of_the_same_entry_first(tmp_path):
     assert workdirs.find_seed(tmp_path, "nothing", "k1", me) is None
 
 
+def test_seed_with_the_same_config_content_wins_over_the_same_entry(tmp_path):
+    """After an edit to a config fragment, another entry already built with the new config rebuilds less
+    than this entry's build of the old one (measured: the debug capture kernel was fully rebuilt)."""
+    for name, kernel, config, when in (("old", "k1", "cfg-old", "2026-01-05"), ("new", "k2", "cfg-new", "2026-01-04")):
+        p = _work(tmp_path, name, kernel, finished=when)
+        workdirs.write(p, {**workdirs.read(p).info, "config": config})
+    me = tmp_path / "me"
+    assert workdirs.find_seed(tmp_path, "fam", "k1", me, config="cfg-new").path.name == "new"
+    assert workdirs.find_seed(tmp_path, "fam", "k1", me, config="cfg-old").path.name == "old"
+    assert workdirs.find_seed(tmp_path, "fam", "k1", me, config="cfg-other").path.name == "old"  # entry, then newest
+
+
 def test_copy_build_copies_the_build_dir_for_real_and_forces_the_series_again(tmp_path):
     seed = _work(tmp_path, "s", "k1")
     (seed / "src" / ".farm-build").mkdir(parents=True)

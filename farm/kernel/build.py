@@ -281,11 +281,13 @@ def _build(kernel, res, series, cfg_inputs, compiler, key, inputs, work, log, jo
     in_place = res.source.kind == "dir" and not series
     build_dir = work / "build" if in_place else work / "src" / source.BUILD_SUBDIR
     build_rel = str(build_dir.relative_to(work))
+    config_digest = digest_json(cfg_inputs)[:20]  # the fragments' content: an edited fragment is a new config
     seed = None
     if not (build_dir / "Makefile").is_file():
-        seed = workdirs.find_seed(work.parent, family, kernel.name, exclude=work)
+        seed = workdirs.find_seed(work.parent, family, kernel.name, exclude=work, config=config_digest)
     info = {"kernel": kernel.name, "family": family, "key": key, "created": workdirs.now(), "finished": None,
-            "build_rel": build_rel, "seeded_from": seed.info.get("key") if seed else None}
+            "build_rel": build_rel, "seeded_from": seed.info.get("key") if seed else None,
+            "config": config_digest}
     workdirs.write(work, info)
     with open(log_path, "w") as log_file:
         runner = Runner(log_file)

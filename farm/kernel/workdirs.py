@@ -80,13 +80,16 @@ def all_dirs(root: Path) -> list[WorkDir]:
         return []
 
 
-def find_seed(root: Path, family: str, kernel: str, exclude: Path) -> WorkDir | None:
-    """The nearest earlier finished build: same family, the same kernel entry first, the most recent."""
+def find_seed(root: Path, family: str, kernel: str, exclude: Path, config: str | None = None) -> WorkDir | None:
+    """The nearest earlier finished build: same family; of those, one built with the same config content
+    first (after an edit to a fragment, another entry's build of the new config rebuilds less than this
+    entry's build of the old one), then the same kernel entry, then the most recent."""
     mine = [w for w in all_dirs(root) if w.path != exclude and w.finished and w.info.get("family") == family
             and not w.info.get("moved_to")]
     if not mine:
         return None
-    return max(mine, key=lambda w: (w.info.get("kernel") == kernel, w.when))
+    return max(mine, key=lambda w: (config is not None and w.info.get("config") == config,
+                                    w.info.get("kernel") == kernel, w.when))
 
 
 def try_lock(path: Path):

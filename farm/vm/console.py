@@ -37,6 +37,11 @@ _MAYBE = re.compile(r"BUG|WARNING|panic|Oops|UBSAN|corruption|refcount_t|unrefer
                     r"general protection|invalid opcode|Call Trace")
 
 
+def _rank(c: CrashLine) -> float:
+    """Lower names a failure better; within a kind, a title that says where ("... in f") first."""
+    return _RANK.get(c.kind, 1) + (0 if " in " in c.title else 0.5)
+
+
 def _strip_timestamp(line: str) -> str:
     return re.sub(r"^\[\s*\d+\.\d+\]\s*", "", line)
 
@@ -112,11 +117,11 @@ class ConsoleState:
         the first named report, then a WARN, a leak or a bare call trace."""
         if not self.crashes:
             return None
-        best = min(self.crashes, key=lambda c: _RANK.get(c.kind, 1))
+        best = min(self.crashes, key=_rank)
         if best.kind == "panic" and _FATAL_ECHO.match(best.line):
             before = [c for c in self.crashes if c.lineno < best.lineno and c.kind not in ("panic", "calltrace")]
             if before:
-                return min(before, key=lambda c: _RANK.get(c.kind, 1))
+                return min(before, key=_rank)
         return best
 
 
