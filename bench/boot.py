@@ -9,7 +9,13 @@ command. The farm side is its QEMU backend (QMP, forwarded port read back, pvpan
 booted; and restored from the booted-guest snapshot (fresh clock and entropy included). Goals (issue 13):
 farm booted / raw <= 1.10; restored first command <= 1.0 s; a booted farm-built guest <= 2.0 s.
 
-Usage: .venv/bin/python bench/boot.py [--boots 10] [--cpu Broadwell] [--kernel linux-6.1] [--job xcr0]
+--vng adds a fourth column, `vng --disable-kvm -r KERNEL -- true` (virtme-ng, from PyPI, on PATH), on the
+same kernel for all four: linux-6.1 + guest.config + bench/virtme/virtme.config (the 9p root, virtio console
+and overlayfs virtme-ng needs; the farm's own kernels have none of it), built by the farm in a scratch data
+root. virtme-ng runs a command with the host's root file system as the guest's: no SSH, no image, no
+isolation from the host; it is the "how fast can a kernel run one command" reference, not a like-for-like.
+
+Usage: .venv/bin/python bench/boot.py [--boots 10] [--cpu Broadwell] [--kernel linux-6.1] [--job xcr0] [--vng]
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -102,6 +109,41 @@ def farm_boot(pool: QemuPool, spec: MachineSpec, workdir: Path) -> tuple[float, 
         return elapsed, vm.boot.seconds_to_ssh, vm.boot.seconds_to_ssh - vm.boot.seconds_to_marker
 
 
+VIRTME_KERNEL = """name: linux-6.1-virtme
+description: linux-6.1 with what virtme-ng needs (bench/virtme/virtme.config); bench/boot.py --vng only.
+extends: linux-6.1
+config:
+  base: tinyconfig
+  fragments: [guest.config, virtme.config]
+"""
+
+
+def virtme_root(tmp: Path) -> Path:
+    """A scratch data root: the checkout's data folders plus the linux-6.1-virtme kernel."""
+    repo = Path(__file__).resolve().parent.parent
+    root = tmp / "farm"
+    for sub in ("cpumodels", "guests", "jobs", "kernels"):
+        shutil.copytree(repo / sub, root / sub, symlinks=True)
+    shutil.copy(repo / "bench" / "virtme" / "virtme.config", root / "kernels" / "configs" / "virtme.config")
+    (root / "kernels" / "linux-6.1-virtme.yaml").write_text(VIRTME_KERNEL)
+    return root
+
+
+def vng_boot(vng: str, spec: MachineSpec, workdir: Path) -> float:
+    """`vng --disable-kvm -r KERNEL -- true`, as its README shows it, with the job's -cpu, -m and -smp, and
+    --force-9p: without it vng first waits ~3 s for a virtiofsd that cannot start here (see virtme.config)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    argv = [vng, "--disable-kvm", "--force-9p", "-r", str(spec.kernel), "--cpus", str(spec.smp), "--memory",
+            f"{spec.memory_mb}M", f"--qemu-opts=-cpu {spec.cpu}", "--", "true"]
+    start = time.monotonic()
+    proc = subprocess.run(argv, cwd=workdir, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=300)
+    elapsed = time.monotonic() - start
+    if proc.returncode != 0:  # vng passes the guest command's exit status through; 0 means `true` ran
+        raise RuntimeError(f"vng exited {proc.returncode}: {(proc.stderr or proc.stdout)[-1500:]}")
+    return elapsed
+
+
 def spread(xs: list[float]) -> str:
     q = statistics.quantiles(xs, n=4) if len(xs) >= 4 else [min(xs), statistics.median(xs), max(xs)]
     return f"median {statistics.median(xs):5.2f} s  IQR {q[0]:5.2f}-{q[-1]:5.2f}  range {min(xs):5.2f}-{max(xs):5.2f}"
@@ -113,7 +155,17 @@ def main() -> int:
     ap.add_argument("--cpu", default="Broadwell")
     ap.add_argument("--kernel", default="linux-6.1")
     ap.add_argument("--job", default="xcr0", help="the job whose -m and -smp the guests use")
+    ap.add_argument("--vng", action="store_true", help="add virtme-ng's column (on the linux-6.1-virtme kernel)")
     args = ap.parse_args()
+    vng = None
+    if args.vng:
+        vng = shutil.which("vng")
+        if not vng:
+            print("--vng: no vng on PATH (pip install virtme-ng into a venv and put its bin/ on PATH)",
+                  file=sys.stderr)
+            return 2
+        os.environ["FARM_ROOT"] = str(virtme_root(Path(tempfile.mkdtemp(prefix="boot-vng-"))))
+        args.kernel = "linux-6.1-virtme"
 
     catalog = Catalog(data_root())
     job = catalog.job(args.job)
@@ -130,7 +182,7 @@ def main() -> int:
     pool = QemuPool(key, 1, acc.name)
     snap = dataclasses.replace(spec, snapshot=pool.snapshot_key(spec))
     pkey = key.load()
-    figures: dict[str, list[float]] = {"raw": [], "booted": [], "restored": []}
+    figures: dict[str, list[float]] = {"raw": [], "booted": [], "restored": [], "vng": []}
     ssh_booted, ssh_restored = [], []
     print(f"kernel {args.kernel}, -cpu {spec.cpu}, accel {acc.name}, -m {spec.memory_mb}M -smp {spec.smp} "
           f"(job {args.job}), {args.boots} interleaved boots each, load {os.getloadavg()[0]:.1f}")
@@ -145,16 +197,25 @@ def main() -> int:
             t, to_ssh, _ = farm_boot(pool, dataclasses.replace(snap, restore=True), Path(tmp) / f"r{i}")
             figures["restored"].append(t)
             ssh_restored.append(to_ssh)
-            print(f"  {i + 1:2}: raw {figures['raw'][-1]:5.2f} s   farm booted {figures['booted'][-1]:5.2f} s   "
-                  f"farm restored {figures['restored'][-1]:5.2f} s")
+            line = (f"  {i + 1:2}: raw {figures['raw'][-1]:5.2f} s   farm booted {figures['booted'][-1]:5.2f} s   "
+                    f"farm restored {figures['restored'][-1]:5.2f} s")
+            if vng:
+                figures["vng"].append(vng_boot(vng, spec, Path(tmp) / f"v{i}"))
+                line += f"   vng {figures['vng'][-1]:5.2f} s"
+            print(line, flush=True)
     print(f"raw qemu+ssh (fair)  first command: {spread(figures['raw'])}")
     print(f"farm, booted         first command: {spread(figures['booted'])}")
     print(f"farm, restored       first command: {spread(figures['restored'])}")
+    if vng:
+        print(f"vng --disable-kvm -- true (wall):  {spread(figures['vng'])}")
     print(f"  of which marker->SSH ready (banner probe, handshake, auth) when booted: {spread(ssh_booted)}")
     raw, booted, restored = (statistics.median(figures[k]) for k in ("raw", "booted", "restored"))
     print(f"ratio farm booted / raw: {booted / raw:.3f} (goal <= 1.10)")
     print(f"restored: {restored:.2f} s (goal <= 1.0 s), {raw / restored:.1f}x faster than the raw boot")
     print(f"booted farm-built guest: {booted:.2f} s (goal <= 2.0 s)")
+    if vng:
+        v = statistics.median(figures["vng"])
+        print(f"vng / farm booted: {v / booted:.2f}; vng / farm restored: {v / restored:.2f}")
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     return 0
 
