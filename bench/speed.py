@@ -95,7 +95,7 @@ def probe(args) -> None:
 
 
 def parallel(args) -> None:
-    """The XCR0 job at -j 1/2/3 x -smp 1/2, snapshots on (the default; --xcr0 has the --no-snapshots
+    """The XCR0 job at -j 1/2/3 x -smp 1/2 (--j, --smp), snapshots on (the default; --xcr0 has the --no-snapshots
     baseline). -smp 1 is a speed figure, not a candidate on its own: the cases that need a second CPU
     (ctxsw_unpinned_migrating) SKIP on it, which the cell counts show."""
     farm_run(["--job", "xcr0", "--test", "cpuinfo", "--cpu", "Broadwell"])
@@ -107,9 +107,9 @@ def parallel(args) -> None:
         (root / "jobs").mkdir()
         text = (REPO / "jobs" / "xcr0.yaml").read_text()
         assert "smp:" not in text, "jobs/xcr0.yaml sets smp: the bench sets it itself"
-        for smp in (1, 2):
+        for smp in args.smp:
             (root / "jobs" / "xcr0.yaml").write_text(text.rstrip("\n") + f"\nsmp: {smp}\n")
-            for j in (1, 2, 3):
+            for j in args.j:
                 wall, run, rc = farm_run(["--job", "xcr0", "-j", str(j), *sel], root=root)
                 print(f"xcr0 job{'' if args.full else ' w/o selftests'} -j {j} -smp {smp}: {wall:6.1f} s wall, "
                       f"exit {rc}: {describe(run)}, {skipped_cases(run)} cases skipped", flush=True)
@@ -133,6 +133,10 @@ def main() -> int:
     ap.add_argument("--probe", type=int, metavar="COPIES", help="copies of the probe per CPU model")
     ap.add_argument("--parallel", action="store_true")
     ap.add_argument("--full", action="store_true", help="--parallel: the whole job, x86-selftests included")
+    ap.add_argument("--j", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2, 3],
+                    help="--parallel: the -j values (default 1,2,3)")
+    ap.add_argument("--smp", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2],
+                    help="--parallel: the -smp values (default 1,2)")
     args = ap.parse_args()
     print(f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at the start", flush=True)
     if args.xcr0:

@@ -318,7 +318,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--kernel", action="append", help="kernel name or prefix (repeatable)")
     r.add_argument("--test", action="append", help="test name or prefix (repeatable)")
     r.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
-    r.add_argument("-j", "--jobs", type=int, help="cells in parallel (default: free cores)")
+    r.add_argument("-j", "--jobs", type=int, help="cells in parallel (default: cores + 1, as memory allows)")
     r.add_argument("--out", help="run directory (default: results/<run-id>)")
     r.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run")
     r.add_argument("--hosts", metavar="FILE", action="append",

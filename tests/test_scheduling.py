@@ -26,3 +26,14 @@ def test_longest_first_from_recorded_durations(tmp_path: Path):
     todo = [_cell("a"), _cell("b"), _cell("c"), _cell("new")]
     assert [c.cpu for c in longest_first(todo, past)] == ["new", "b", "c", "a"]
     assert [c.cpu for c in longest_first(todo, {})] == ["a", "b", "c", "new"]  # no history: the job's order
+
+
+def test_default_slots_is_cores_plus_one_capped_by_memory():
+    from farm.capacity import QEMU_OVERHEAD_MB, default_slots
+
+    per_guest = 512 + QEMU_OVERHEAD_MB
+    assert default_slots(512, cores=2, mem_mb=100 * per_guest) == 3  # the measured best on 2 cores
+    assert default_slots(512, cores=16, mem_mb=100 * per_guest) == 17
+    assert default_slots(512, cores=16, mem_mb=4 * per_guest) == 4  # memory holds only four guests
+    assert default_slots(512, cores=2, mem_mb=per_guest - 1) == 1  # never zero
+    assert default_slots(2048, cores=8, mem_mb=3 * (2048 + QEMU_OVERHEAD_MB)) == 3  # the job's -m counts
