@@ -35,6 +35,29 @@ def run_farm(*args: str, root: Path | None = None, timeout: float = 900, env: di
                           timeout=timeout, env=full_env, cwd=root or REPO)
 
 
+def failed_cells(out: Path, lines: int = 40) -> str:
+    """For an assertion message: each cell of the run in `out` that did not PASS or SKIP, with its reason and
+    its console's last lines, so a flake in CI can be diagnosed from CI's output alone."""
+    import json
+
+    try:
+        cells = json.loads((out / "run.json").read_text())["cells"]
+    except (OSError, ValueError) as e:
+        return f"no run.json in {out}: {e}"
+    parts = []
+    for c in cells:
+        if c["status"] in ("PASS", "SKIP"):
+            continue
+        console = out / c.get("files", {}).get("console", "-")
+        text = console.read_text(errors="replace").splitlines() if console.is_file() else ["(no console)"]
+        # from just before the first crash line (a stall's header and its t=... jiffies), else the last lines
+        first = min((k.get("lineno") or len(text) for k in c.get("crashes") or []), default=len(text))
+        shown = text[max(0, min(first - 5, len(text) - lines)):][:lines]
+        parts.append(f"--- {c['id']} on {c.get('host')} ({c.get('booted') or 'not booted'}, timings "
+                     f"{c.get('timings')}): {c['status']}: {c.get('reason')}\n" + "\n".join(shown))
+    return "\n".join(parts)
+
+
 def git(repo: Path, *args: str, name: str = "A U Thor", email: str = "author@example.org") -> str:
     """git in a test repository: a fixed identity, no user or system config; its output, stripped."""
     env = dict(os.environ, GIT_AUTHOR_NAME=name, GIT_AUTHOR_EMAIL=email, GIT_COMMITTER_NAME=name,

@@ -14,6 +14,7 @@ from farm.guest.image import ImageBuilder
 from farm.guest.keys import client_key
 from farm.paths import cache_root
 from farm.prepare import prepare_kernel
+from farm.vm.accel import TCG_CMDLINE, guest_cmdline
 from farm.vm.base import MachineSpec
 from farm.vm.qemu import QemuPool
 
@@ -119,6 +120,23 @@ def test_instance_interface_copy_run_timeout_and_diagnose(tmp_path: Path):
         diag = vm.diagnose()
         assert diag.running and not diag.panicked and diag.crashes == []
     assert vm.proc.exit_status() is not None  # closed means QEMU is gone
+
+
+def test_tcg_guest_runs_with_raised_stall_thresholds_unless_the_kernel_sets_them(tmp_path: Path):
+    """Under TCG the RCU-stall and lockup detectors get TCG_CMDLINE's thresholds (read back in the guest);
+    a value the kernel's own command line gives wins; KVM boots the kernel's command line as it is."""
+    key, spec = _stock_spec()
+    assert guest_cmdline(spec.cmdline, "kvm") == spec.cmdline
+    own = dataclasses.replace(spec, cmdline=spec.cmdline + " watchdog_thresh=45")
+    pool = QemuPool(key)
+    for which, machine, want in (("farm's", spec, TCG_CMDLINE["watchdog_thresh"]), ("kernel's", own, "45")):
+        with pool.create(machine, tmp_path / which, boot_timeout=90) as vm:
+            got = vm.run(["cat", "/sys/module/rcupdate/parameters/rcu_cpu_stall_timeout",
+                          "/proc/sys/kernel/watchdog_thresh"], timeout=20)
+            assert got.exit_status == 0, got.stderr
+            assert got.stdout.split() == [TCG_CMDLINE["rcupdate.rcu_cpu_stall_timeout"], want], which
+        append = vm.boot.command[vm.boot.command.index("-append") + 1]
+        assert append.split().count(f"watchdog_thresh={want}") == 1  # the kernel's value is not doubled
 
 
 def test_changed_host_key_is_refused(tmp_path: Path):

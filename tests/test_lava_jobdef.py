@@ -48,8 +48,10 @@ def test_definition_carries_the_cells_qemu_options_and_timeouts():
     assert "-global virtio-net-pci.romfile=" in ctx["extra_options"]  # no iPXE ROM, as locally
     deploy, boot, test = (a[k] for a, k in zip(job["actions"], ("deploy", "boot", "test"), strict=True))
     assert deploy["to"] == "tmpfs"
+    # under TCG with the farm's stall and lockup thresholds, as a local guest (farm/vm/accel.py)
     assert deploy["images"]["kernel"]["image_arg"] == ('-kernel {kernel} -append "console=ttyS0 panic=-1 quiet '
-                                                       'loglevel=5 farm.sshd=0 farm.console=1"')
+                                                       'loglevel=5 rcupdate.rcu_cpu_stall_timeout=60 '
+                                                       'watchdog_thresh=30 farm.sshd=0 farm.console=1"')
     assert boot["timeout"] == {"seconds": 90} and boot["prompts"] == [jobdef.PROMPT]
     assert test["timeout"] == {"seconds": 300 + jobdef.TEST_SLACK_SECONDS}
     # LAVA retries nothing on the farm's behalf

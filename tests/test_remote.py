@@ -27,7 +27,7 @@ from farm.vm.base import HostLost, MachineSpec
 from farm.vm.remote import HostKeyRejected, RemotePool
 
 from . import netns
-from .conftest import REPO, run_farm
+from .conftest import REPO, failed_cells, run_farm
 
 pytestmark = [pytest.mark.boot, pytest.mark.skipif(bool(netns.available()), reason=netns.available() or "")]
 
@@ -264,7 +264,7 @@ def test_matrix_over_two_hosts_and_local_survives_a_host_dying(lab, tmp_path, fa
             proc.kill()
             proc.communicate()
     assert killed, "hostb never had a finished cell and a running guest at once"
-    assert proc.returncode == 0, stderr[-3000:]
+    assert proc.returncode == 0, stderr[-3000:] + failed_cells(out)
     run = json.loads((out / "run.json").read_text())
     cells = run["cells"]
     # qemu64 has no XSAVE: the probe skips; every other model passes

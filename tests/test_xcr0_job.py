@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from .conftest import run_farm
+from .conftest import failed_cells, run_farm
 
 pytestmark = [pytest.mark.boot, pytest.mark.build]
 
@@ -40,8 +40,7 @@ def _cases(cell: dict) -> dict[str, tuple[str, str]]:
 
 def test_every_cell_passes_and_the_run_exits_0(xcr0_run):
     out, run, result = xcr0_run
-    assert result.returncode == 0, (result.stderr[-3000:], [(c["id"], c["status"], c["reason"]) for c in run["cells"]
-                                                           if c["status"] != "PASS"])
+    assert result.returncode == 0, result.stderr[-3000:] + failed_cells(out)
     assert len(run["cells"]) == 2 * 5 * 4
     assert run["kernels"]["linux-6.1-xcr0"]["baseline"] == "linux-6.1-fpu"
 

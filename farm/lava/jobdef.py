@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import InputError
+from ..vm.accel import guest_cmdline
 
 PROMPT = "farm-console# "  # guests/initramfs/init sets PS1 to this in console mode
 CONSOLE_ARGS = ("farm.sshd=0", "farm.console=1")  # the console path for LAVA; no SSH server in the guest
@@ -104,8 +105,9 @@ def definition(cell: LavaCell) -> dict:
         if not re.match(r"^(file|https?)://\S+$", url):
             raise InputError(f"{label} URL {url!r}: LAVA downloads file://, http:// or https:// URLs without spaces")
     test_seconds = cell.test_timeout + TEST_SLACK_SECONDS
+    append = kernel_cmdline(guest_cmdline(cell.cmdline, cell.accel))
     images = {
-        "kernel": {"image_arg": f'-kernel {{kernel}} -append "{kernel_cmdline(cell.cmdline)}"',
+        "kernel": {"image_arg": f'-kernel {{kernel}} -append "{append}"',
                    "url": cell.kernel_url},
         "initrd": {"image_arg": "-initrd {initrd}", "url": cell.initrd_url},
     }

@@ -23,6 +23,7 @@ from ..errors import InfraError
 from ..fsutil import file_digest_cached, text_digest
 from ..guest.image import READY_MARKER
 from ..guest.keys import ClientKey
+from .accel import guest_cmdline
 from .base import GUEST_STOPS, BootError, BootInfo, Diagnosis, Instance, MachineSpec, RunResult
 from .console import ConsoleWatcher, parse_filtered_features
 from .qmp import Qmp, QmpError
@@ -49,7 +50,7 @@ def command_line(spec: MachineSpec, qmp_socket: str, binary: str = QEMU, incomin
         "-smp", str(spec.smp),
         "-kernel", str(spec.kernel),
         "-initrd", str(spec.initrd),
-        "-append", spec.cmdline,
+        "-append", guest_cmdline(spec.cmdline, spec.accel),
         "-serial", "stdio",
         # restrict=on: the guest reaches nothing but its forwarded port; port 0: the host picks a free one.
         "-netdev", "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:0-:22",
