@@ -65,7 +65,7 @@ def _banner(port: int) -> bool:
 def raw_boot(spec: MachineSpec, key: paramiko.PKey) -> float:
     """The fair hand-written baseline: console marker, short banner poll, pinned SSH, one command."""
     port = free_port()
-    accel = ["-accel", "tcg,tb-size=64"] if spec.accel == "tcg" else ["-accel", "kvm"]
+    accel = ["-accel", accel_probe.qemu_accel(spec.accel, spec.tcg_thread)]  # as the farm's
     argv = [qemu_binary(), "-nodefaults", "-no-user-config", "-display", "none", *accel, "-M", "pc",
             "-cpu", spec.cpu, "-m", f"{spec.memory_mb}M", "-smp", str(spec.smp), "-kernel", str(spec.kernel),
             "-initrd", str(spec.initrd), "-append", spec.cmdline, "-serial", "stdio",
@@ -178,7 +178,8 @@ def main() -> int:
         return 1
     acc = accel_probe.probe("auto")
     spec = MachineSpec(prepared.image, prepared.guest.initrd, kernel.cmdline, catalog.cpus[args.cpu].qemu,
-                       acc.name, prepared.guest.host_key, memory_mb=job.memory_mb, smp=job.smp, name="bench")
+                       acc.name, prepared.guest.host_key, memory_mb=job.memory_mb, smp=job.smp,
+                       tcg_thread=job.tcg_thread, name="bench")
     pool = QemuPool(key, 1, acc.name)
     snap = dataclasses.replace(spec, snapshot=pool.snapshot_key(spec))
     pkey = key.load()

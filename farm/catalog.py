@@ -14,6 +14,7 @@ from pathlib import Path
 from . import datafile
 from .datafile import Doc, Fields
 from .errors import InputError
+from .vm.accel import TCG_THREADS
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,7 @@ class Job:
     retries: int = 1
     memory_mb: int = 512
     smp: int = 2
+    tcg_thread: str = "single"  # farm/vm/accel.py TCG_THREADS
 
 
 # How a test's programs are made; each kind is its fields here and its builder in farm/guest/image.py BUILDERS.
@@ -531,6 +533,7 @@ def _load_job(path: Path, shown: Path, catalog: Catalog) -> Job:
         retries=f.int("retries", 1),
         memory_mb=f.int("memory_mb", 512, minimum=64),
         smp=f.int("smp", 2, minimum=1),
+        tcg_thread=f.choice("tcg_thread", TCG_THREADS, "single"),
     )
     f.done()
     return job

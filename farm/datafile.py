@@ -117,6 +117,13 @@ class Fields:
             raise self._fail(key, "a non-empty string", value)
         return value
 
+    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.str(key, default)
+        if value not in choices:
+            raise InputError(f"{self.doc.where(key)}: field '{key}': expected one of {', '.join(choices)}, "
+                             f"got {value!r}")
+        return value
+
     def number(self, key: str, default: float | None = None, positive: bool = True) -> float | None:
         value = self._get(key, False)
         if value is None:

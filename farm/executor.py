@@ -191,7 +191,8 @@ class Executor:
         spec = MachineSpec(
             kernel=prepared.image, initrd=prepared.guest.initrd, cmdline=catalog.kernels[cell.kernel].cmdline,
             cpu=catalog.cpus[cell.cpu].qemu, accel=pool.accel or self.plan.accel.name,
-            host_key=prepared.guest.host_key, memory_mb=job.memory_mb, smp=job.smp, name=cell.id,
+            host_key=prepared.guest.host_key, memory_mb=job.memory_mb, smp=job.smp,
+            tcg_thread=job.tcg_thread, name=cell.id,
         )
         cell.accel = spec.accel
         cell.host = pool.name

@@ -33,6 +33,7 @@ FARM = {
     "tar": ("tar", "unpacking the kernel tarball"),
     "xz": ("xz-utils", "the linux-source tarball is .tar.xz"),
     "cp": ("coreutils", "work trees"),
+    "cat": ("coreutils", "booted-guest snapshots: QEMU saves to and restores from exec:cat"),
     "sh": ("dash", "build scripts of the kernel"),
     "bash": ("bash", "scripts/decode_stacktrace.sh: crash frames to file:line"),
     "addr2line": ("binutils", "decode_stacktrace.sh: crash frames to file:line"),

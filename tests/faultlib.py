@@ -150,12 +150,12 @@ def lost_results(run: dict, out: Path) -> list[str]:
     return lost
 
 
-def _finish(row: Row, o: Outcome, pid: int, faulty: str, want_status: str, extra_ok: bool = True) -> Row:
+def _finish(row: Row, o: Outcome, faulty: str, want_status: str, extra_ok: bool = True) -> Row:
     cell = cell_of(o.run, faulty)
     healthy = cell_of(o.run, HEALTHY) if faulty != HEALTHY else {}  # no healthy neighbour in boot faults
     row.got = f"{cell.get('status', '?')} (x{cell.get('attempts', 0)})"
     row.seconds_to_verdict = round(o.verdict_at - o.fault_at, 1)
-    row.leftover = qemus_of(pid)
+    row.leftover = qemus_of(o.pid)
     row.lost = lost_results(o.run, o.out)
     row.others_ok = healthy.get("status") == "PASS" if healthy else True
     row.notes = cell.get("reason", "")[:100]
@@ -174,7 +174,7 @@ def boot_panic(tmp: Path) -> Row:
     o = run_farm(root, tmp / "out", ["--job", str(job)], faulty=HEALTHY)
     row = Row("kernel panic during boot", "CRASH (x1)")
     cell = cell_of(o.run, HEALTHY)
-    row = _finish(row, o, o.pid, HEALTHY, "CRASH", cell.get("attempts") == 1 and "Kernel panic" in cell.get("reason", ""))
+    row = _finish(row, o, HEALTHY, "CRASH", cell.get("attempts") == 1 and "Kernel panic" in cell.get("reason", ""))
     row.seconds_to_verdict = cell.get("timings", {}).get("boot", 0.0)  # QEMU start to the panic verdict
     return row
 
@@ -185,19 +185,13 @@ def _in_guest(tmp: Path, fault: str, script: str, want: str, timeout: float = 60
     root = make_root(tmp)
     add_test(root, "faulty", script, timeout=timeout)
     job = add_job(root, [kernel], [HEALTHY, "faulty"], retries=retries)
-    holder = {}
-
-    def inject(proc, out):
-        holder["pid"] = proc.pid
-        return None
-
     # A farm-built kernel may need building first: allow for that, not just the boots.
-    o = run_farm(root, tmp / "out", ["--job", str(job)], inject=inject, faulty="faulty",
+    o = run_farm(root, tmp / "out", ["--job", str(job)], faulty="faulty",
                  timeout=300 if kernel == "stock" else 3600)
     row = Row(fault, expected or f"{want}")
     cell = cell_of(o.run, "faulty")
     ok = check(cell, o) if check else True
-    row = _finish(row, o, holder.get("pid", 0), "faulty", want, ok)
+    row = _finish(row, o, "faulty", want, ok)
     # The fault fires when the test starts: from then to the verdict is the test stage and the shutdown.
     t = cell.get("timings", {})
     row.seconds_to_verdict = round(t.get("test", 0.0) + t.get("shutdown", 0.0), 1)
@@ -249,7 +243,7 @@ def triple_fault_at_boot(tmp: Path) -> Row:
     cell = cell_of(o.run, HEALTHY)
     ok = (cell.get("attempts") == 1 and cell.get("stage") == "boot" and "guest reset itself" in cell.get("reason", "")
           and o.returncode == 1)
-    row = _finish(row, o, o.pid, HEALTHY, "CRASH", ok)
+    row = _finish(row, o, HEALTHY, "CRASH", ok)
     row.seconds_to_verdict = cell.get("timings", {}).get("boot", 0.0)
     return row
 
@@ -260,20 +254,14 @@ def kept_guest_deadline(tmp: Path) -> Row:
     root = make_root(tmp)
     add_test(root, "fails", "fails.sh")
     job = add_job(root, ["stock"], ["fails"], retries=0)
-    holder = {}
-
-    def inject(proc, out):
-        holder["pid"] = proc.pid
-        return None
-
-    o = run_farm(root, tmp / "out", ["--job", str(job), "--keep-failed", "0.05"], inject=inject, faulty="fails")
+    o = run_farm(root, tmp / "out", ["--job", str(job), "--keep-failed", "0.05"], faulty="fails")
     row = Row("kept failed guest, deadline 3 s", "FAIL, kept, then gone")
     cell = cell_of(o.run, "fails")
     kept_while_running = "kept stock/Broadwell/fails" in o.stderr
     deadline = time.monotonic() + 20
-    while qemus_of(holder.get("pid", 0)) and time.monotonic() < deadline:
+    while qemus_of(o.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    row = _finish(row, o, holder.get("pid", 0), "fails", "FAIL", kept_while_running)
+    row = _finish(row, o, "fails", "FAIL", kept_while_running)
     row.got = f"{cell.get('status', '?')}, {'kept' if kept_while_running else 'not kept'}"
     return row
 
@@ -313,10 +301,8 @@ def qemu_killed(tmp: Path) -> Row:
     root = make_root(tmp)
     add_test(root, "faulty", "die-later.sh")
     job = add_job(root, ["stock"], [HEALTHY, "faulty"])
-    holder = {}
 
     def inject(proc, out):
-        holder["pid"] = proc.pid
         console = out / "cells" / "stock" / "Broadwell" / "faulty" / "console.log"
         while proc.poll() is None:
             try:
@@ -334,7 +320,7 @@ def qemu_killed(tmp: Path) -> Row:
     o = run_farm(root, tmp / "out", ["--job", str(job)], inject=inject, faulty="faulty")
     row = Row("QEMU killed mid-test", "PASS (x2, retried)")
     c = cell_of(o.run, "faulty")
-    row = _finish(row, o, holder.get("pid", 0), "faulty", "PASS", c.get("attempts") == 2)
+    row = _finish(row, o, "faulty", "PASS", c.get("attempts") == 2)
     # The verdict for the fault is the retry's start: the cell's own verdict comes after a whole new boot.
     return row
 
@@ -343,16 +329,10 @@ def _boot_fault(tmp: Path, fault: str, cmdline: str, expect_reason: str) -> Row:
     root = make_root(tmp)
     add_kernel(root, "stock-faulty", cmdline)
     job = add_job(root, ["stock-faulty"], [HEALTHY], boot=15)
-    holder = {}
-
-    def inject(proc, out):
-        holder["pid"] = proc.pid
-        return time.monotonic()
-
-    o = run_farm(root, tmp / "out", ["--job", str(job)], inject=inject, faulty=HEALTHY)
+    o = run_farm(root, tmp / "out", ["--job", str(job)], inject=lambda proc, out: time.monotonic(), faulty=HEALTHY)
     row = Row(fault, "ERROR (x2, boot)")
     c = cell_of(o.run, HEALTHY)
-    row = _finish(row, o, holder.get("pid", 0), HEALTHY, "ERROR",
+    row = _finish(row, o, HEALTHY, "ERROR",
                   c.get("attempts") == 2 and c.get("stage") == "boot" and expect_reason in c.get("reason", "")
                   and o.returncode == 3)
     return row
@@ -371,10 +351,8 @@ def _signal_at(tmp: Path, sig: int, stage: str) -> Row:
     root = make_root(tmp)
     add_test(root, "slow", "die-later.sh")
     job = add_job(root, ["stock"], [HEALTHY, "slow"])
-    holder = {}
 
     def inject(proc, out):
-        holder["pid"] = proc.pid
         console = out / "cells" / "stock" / "Broadwell" / "slow" / "console.log"
         while proc.poll() is None:
             c = cell_of(read_run(out), HEALTHY)
@@ -392,7 +370,7 @@ def _signal_at(tmp: Path, sig: int, stage: str) -> Row:
     slow = cell_of(o.run, "slow")
     row.got = f"exit {o.returncode}, {slow.get('status', '?')}"
     row.seconds_to_verdict = round(o.verdict_at - o.fault_at, 1)
-    row.leftover = qemus_of(holder.get("pid", 0))
+    row.leftover = qemus_of(o.pid)
     row.lost = lost_results(o.run, o.out)
     row.others_ok = cell_of(o.run, HEALTHY).get("status") == "PASS"
     report = (o.out / "report.html").read_text() if (o.out / "report.html").exists() else ""
@@ -440,18 +418,12 @@ def full_disk(tmp: Path) -> Row:
     mnt.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
     try:
-        holder = {}
-
-        def inject(proc, out):
-            holder["pid"] = proc.pid
-            return time.monotonic()
-
-        o = run_farm(root, mnt / "out", ["--job", str(job)], inject=inject)
+        o = run_farm(root, mnt / "out", ["--job", str(job)], inject=lambda proc, out: time.monotonic())
         row = Row("results dir fills up (1 MiB tmpfs)", "exit 3, one-line error")
         last = o.stderr.strip().splitlines()[-1] if o.stderr.strip() else ""
         row.got = f"exit {o.returncode}"
         row.seconds_to_verdict = round(o.verdict_at - o.fault_at, 1)
-        row.leftover = qemus_of(holder.get("pid", 0))
+        row.leftover = qemus_of(o.pid)
         row.others_ok = cell_of(o.run, HEALTHY).get("status") == "PASS"
         row.notes = last[:100]
         row.ok = (o.returncode == 3 and "No space left" in last and "Traceback" not in o.stderr
@@ -487,6 +459,14 @@ def _add_lkdtm(root: Path, name: str, lkdtm: str) -> str:
     return test
 
 
+def _run_crash_job(tmp: Path, root: Path, cpus: list[str], tests: list[str]) -> Outcome:
+    """One run of CRASH_KERNEL on `cpus`, the healthy test first."""
+    path = root / "jobs" / "fault.yaml"
+    path.write_text(f"name: fault\nkernels: [{CRASH_KERNEL}]\ncpus: [{', '.join(cpus)}]\n"
+                    f"tests: [{', '.join([HEALTHY, *tests])}]\ntimeouts: {{boot: 300, build: 7200}}\nretries: 1\n")
+    return run_farm(root, tmp / "out", ["--job", str(path)], timeout=7200)
+
+
 def crash_classes(tmp: Path) -> list[Row]:
     """Every crash class of the catalogue provoked (LKDTM) in one run of the debug kernel, one cell each next
     to a healthy one: each is a CRASH on its first attempt, named by the kind and title it should have."""
@@ -494,16 +474,7 @@ def crash_classes(tmp: Path) -> list[Row]:
 
     root = make_root(tmp)
     tests = [_add_lkdtm(root, name, case.lkdtm) for name, case in CASES.items()]
-    path = root / "jobs" / "fault.yaml"
-    path.write_text(f"name: fault\nkernels: [{CRASH_KERNEL}]\ncpus: [Broadwell]\ntests: {[HEALTHY, *tests]}\n"
-                    f"timeouts: {{boot: 300, build: 7200}}\nretries: 1\n")
-    holder = {}
-
-    def inject(proc, out):
-        holder["pid"] = proc.pid
-        return None
-
-    o = run_farm(root, tmp / "out", ["--job", str(path)], inject=inject, timeout=7200)
+    o = _run_crash_job(tmp, root, ["Broadwell"], tests)
     healthy = cell_of(o.run, HEALTHY).get("status") == "PASS"
     rows = []
     for name, case in CASES.items():
@@ -515,7 +486,7 @@ def crash_classes(tmp: Path) -> list[Row]:
         row.got = f"{cell.get('status', '?')} (x{cell.get('attempts', 0)})"
         t = cell.get("timings", {})
         row.seconds_to_verdict = round(t.get("test", 0.0) + t.get("shutdown", 0.0), 1)
-        row.leftover = qemus_of(holder.get("pid", 0))
+        row.leftover = qemus_of(o.pid)
         row.lost = lost_results(o.run, o.out)
         row.others_ok = healthy
         row.notes = f"{first.get('kind', '?')}: {first.get('title', '')}"[:100]
@@ -531,16 +502,7 @@ def splat_in_report(tmp: Path) -> Row:
     shows it once (one fingerprint, seen on both models) with its frames decoded to file:line."""
     root = make_root(tmp)
     test = _add_lkdtm(root, "kasan", "READ_AFTER_FREE")
-    path = root / "jobs" / "fault.yaml"
-    path.write_text(f"name: fault\nkernels: [{CRASH_KERNEL}]\ncpus: [Broadwell, Skylake-Server]\n"
-                    f"tests: [{HEALTHY}, {test}]\ntimeouts: {{boot: 300, build: 7200}}\nretries: 1\n")
-    holder = {}
-
-    def inject(proc, out):
-        holder["pid"] = proc.pid
-        return None
-
-    o = run_farm(root, tmp / "out", ["--job", str(path)], inject=inject, timeout=7200)
+    o = _run_crash_job(tmp, root, ["Broadwell", "Skylake-Server"], [test])
     cells = [c for c in o.run.get("cells", []) if c["test"] == test]
     prints = {x.get("fingerprint") for c in cells for x in c.get("crashes", []) if x.get("kind") == "kasan"}
     frames = [f for c in cells for x in c.get("crashes", []) if x.get("kind") == "kasan" for f in x.get("frames", [])]
@@ -548,7 +510,7 @@ def splat_in_report(tmp: Path) -> Row:
     page = (o.out / "report.html").read_text() if (o.out / "report.html").exists() else ""
     row = Row("KASAN splat on 2 models: report", "1 fingerprint, file:line")
     row.got = f"{len(prints)} fingerprint(s), {'file:line' if any('heap.c:' in f for f in frames) else 'raw'}"
-    row.leftover = qemus_of(holder.get("pid", 0))
+    row.leftover = qemus_of(o.pid)
     row.lost = lost_results(o.run, o.out)
     row.others_ok = all(c.get("status") == "PASS" for c in o.run.get("cells", []) if c["test"] == HEALTHY)
     row.notes = next((line.strip() for line in summary.splitlines() if line.strip().startswith("at ")), "")[:100]

@@ -14,7 +14,7 @@ from farm.guest.image import ImageBuilder
 from farm.guest.keys import client_key
 from farm.paths import cache_root
 from farm.prepare import prepare_kernel
-from farm.vm.accel import TCG_CMDLINE, guest_cmdline
+from farm.vm.accel import TCG_CMDLINE, TCG_THREADS, guest_cmdline
 from farm.vm.base import MachineSpec
 from farm.vm.qemu import QemuPool
 
@@ -137,6 +137,20 @@ def test_tcg_guest_runs_with_raised_stall_thresholds_unless_the_kernel_sets_them
             assert got.stdout.split() == [TCG_CMDLINE["rcupdate.rcu_cpu_stall_timeout"], want], which
         append = vm.boot.command[vm.boot.command.index("-append") + 1]
         assert append.split().count(f"watchdog_thresh={want}") == 1  # the kernel's value is not doubled
+
+
+def test_tcg_thread_modes_both_boot_and_run_the_guests_vcpus(tmp_path: Path):
+    """The farm's default round-robin TCG and MTTCG (a job's `tcg_thread: multi`) both reach SSH with both
+    vCPUs online, and QEMU is told which (its command line, as run.json records it)."""
+    key, spec = _stock_spec()
+    pool = QemuPool(key)
+    for mode in TCG_THREADS:
+        machine = dataclasses.replace(spec, smp=2, tcg_thread=mode)
+        with pool.create(machine, tmp_path / mode, boot_timeout=90) as vm:
+            got = vm.run(["cat", "/sys/devices/system/cpu/online"], timeout=20)
+            assert got.exit_status == 0 and got.stdout.strip() == "0-1", (mode, got.stdout, got.stderr)
+        cmd = vm.boot.command
+        assert cmd[cmd.index("-accel") + 1] == f"tcg,tb-size=64,thread={mode}"
 
 
 def test_changed_host_key_is_refused(tmp_path: Path):

@@ -69,6 +69,8 @@ def _write(root: Path, rel: str, text: str) -> Path:
         ("cpus: [Broadwell]\ntests: [cpuinfo]\n", "job: missing required field 'kernels'"),
         ("kernels: [stock]\nkernels: [stock]\ncpus: [Broadwell]\ntests: [cpuinfo]\n", "bad.yaml:2: duplicate key 'kernels'"),
         ("kernels: []\ncpus: [Broadwell]\ntests: [cpuinfo]\n", "bad.yaml:1: field 'kernels': the list is empty"),
+        ("kernels: [stock]\ncpus: [Broadwell]\ntests: [cpuinfo]\ntcg_thread: multiple\n",
+         "bad.yaml:4: field 'tcg_thread': expected one of single, multi, got 'multiple'"),
     ],
 )
 def test_bad_job_files_are_named_by_line_and_field(farm_root: Path, text: str, expect: str):

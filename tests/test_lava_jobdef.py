@@ -43,7 +43,7 @@ def test_definition_carries_the_cells_qemu_options_and_timeouts():
     ctx = job["context"]
     assert ctx["arch"] == "amd64" and ctx["no_kvm"] is True and ctx["memory"] == 768
     assert ctx["netdevice"] == "user,restrict=on"
-    assert "-cpu Skylake-Server" in ctx["extra_options"] and "-accel tcg,tb-size=64" in ctx["extra_options"]
+    assert "-cpu Skylake-Server" in ctx["extra_options"] and "-accel tcg,tb-size=64,thread=single" in ctx["extra_options"]
     assert "-smp 2" in ctx["extra_options"]
     assert "-global virtio-net-pci.romfile=" in ctx["extra_options"]  # no iPXE ROM, as locally
     deploy, boot, test = (a[k] for a, k in zip(job["actions"], ("deploy", "boot", "test"), strict=True))

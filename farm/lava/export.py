@@ -67,6 +67,7 @@ def write_jobs(catalog: Catalog, job: Job, kernels: list[str], cpus: list[str], 
                     cmdline=catalog.kernels[k].cmdline, cpu=catalog.cpus[c].qemu, accel=accel,
                     argv=test_argv(test, catalog.kernels[k], 1, accel), boot_timeout=job.timeouts.boot,
                     test_timeout=job.timeouts.test or test.timeout, memory_mb=job.memory_mb, smp=job.smp,
+                    tcg_thread=job.tcg_thread,
                     metadata={"cell": f"{k}/{c}/{t}", "job": job.name, "cpu": catalog.cpus[c].qemu, "accel": accel})
                 path = out / "jobs" / k / c / f"{t}.yaml"
                 path.parent.mkdir(parents=True, exist_ok=True)

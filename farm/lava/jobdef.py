@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import InputError
-from ..vm.accel import guest_cmdline
+from ..vm.accel import guest_cmdline, qemu_accel
 
 PROMPT = "farm-console# "  # guests/initramfs/init sets PS1 to this in console mode
 CONSOLE_ARGS = ("farm.sshd=0", "farm.console=1")  # the console path for LAVA; no SSH server in the guest
@@ -54,6 +54,7 @@ class LavaCell:
     test_timeout: float
     memory_mb: int = 512
     smp: int = 2
+    tcg_thread: str = "single"
     kernel_sha256: str = ""
     initrd_sha256: str = ""
     device_type: str = "qemu"
@@ -90,7 +91,7 @@ def qemu_options(cell: LavaCell) -> list[str]:
         raise InputError(f"accelerator {cell.accel!r}: LAVA cells run under tcg or kvm")
     if not re.fullmatch(r"[A-Za-z0-9][\w.,=+-]*", cell.cpu):
         raise InputError(f"CPU model {cell.cpu!r}: not a -cpu model name")
-    accel = "-accel kvm" if cell.accel == "kvm" else "-accel tcg,tb-size=64"
+    accel = f"-accel {qemu_accel(cell.accel, cell.tcg_thread)}"
     # The template's NIC is `-net nic,model=virtio`: -global skips its iPXE ROM, as the local romfile= does.
     return ["-M pc", f"-cpu {cell.cpu}", accel, f"-smp {cell.smp}", "-no-reboot", "-global virtio-net-pci.romfile="]
 

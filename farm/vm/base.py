@@ -27,6 +27,7 @@ class MachineSpec:
     host_key: str  # the guest's SSH host key, pinned
     memory_mb: int = 512
     smp: int = 2
+    tcg_thread: str = "single"  # under TCG: "single" (round-robin vCPUs) or "multi" (MTTCG); farm/vm/accel.py
     name: str = ""  # what the guest is for (the cell id): job names, logs
     snapshot: str = ""  # booted-guest snapshots on: the key of this machine's snapshot ("" = off)
     restore: bool = False  # start from that snapshot (if the pool has it) instead of booting

@@ -23,7 +23,7 @@ from ..errors import InfraError
 from ..fsutil import file_digest_cached, text_digest
 from ..guest.image import READY_MARKER
 from ..guest.keys import ClientKey
-from .accel import guest_cmdline
+from .accel import guest_cmdline, qemu_accel
 from .base import GUEST_STOPS, BootError, BootInfo, Diagnosis, Instance, MachineSpec, RunResult
 from .console import ConsoleWatcher, parse_filtered_features
 from .qmp import Qmp, QmpError
@@ -39,7 +39,7 @@ BANNER_WAITS = (0.15, 0.3, 0.6, 1.0)
 def command_line(spec: MachineSpec, qmp_socket: str, binary: str = QEMU, incoming: str | None = None) -> list[str]:
     """The QEMU command line of a guest (paths as seen by the host that runs it); with `incoming`, the same
     machine restored from that booted-guest snapshot file."""
-    accel = ["-accel", "kvm"] if spec.accel == "kvm" else ["-accel", "tcg,tb-size=64"]
+    accel = ["-accel", qemu_accel(spec.accel, spec.tcg_thread)]
     return [
         binary,
         "-nodefaults", "-no-user-config", "-display", "none",

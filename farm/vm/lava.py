@@ -162,7 +162,8 @@ class LavaPool(Pool):
             name=spec.name or "farm", kernel_url=jobdef.file_url(spec.kernel), initrd_url=jobdef.file_url(spec.initrd),
             kernel_sha256=self._digest(spec.kernel), initrd_sha256=self._digest(spec.initrd),
             cmdline=spec.cmdline, cpu=spec.cpu, accel=spec.accel, argv=tuple(argv), boot_timeout=boot_timeout,
-            test_timeout=timeout, memory_mb=spec.memory_mb, smp=spec.smp, device_type=DEVICE_TYPE,
+            test_timeout=timeout, memory_mb=spec.memory_mb, smp=spec.smp, tcg_thread=spec.tcg_thread,
+            device_type=DEVICE_TYPE,
             metadata={"cell": spec.name, "cpu": spec.cpu, "accel": spec.accel},
         )
 
