@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # The kernel's stall and lockup detectors count wall seconds. Under TCG a guest runs several times slower than on
-# hardware and shares the host's cores with the other guests, so they can fire on a healthy kernel: CI once saw
-# "rcu_preempt self-detected stall" from the stock kernel with 4 two-vCPU TCG guests on 2 cores. syzbot runs its
+# hardware and shares the host's cores with the other guests, so they can fire on a healthy kernel (CI once saw
+# "rcu_preempt self-detected stall" from the stock kernel with 4 two-vCPU TCG guests on 2 cores). syzbot runs its
 # emulated targets at 3x its native thresholds; the farm does the same with the kernel's defaults (RCU stall
 # 21 s, soft lockup 2 x 10 s) under TCG, unless the kernel's command line sets them itself. A real stall still
 # reports (after 60 s), and a guest that stops answering is still a hang: never a PASS.
@@ -22,10 +22,11 @@ TCG_CMDLINE = {"rcupdate.rcu_cpu_stall_timeout": "60", "watchdog_thresh": "30"}
 # How TCG runs a guest's vCPUs. "single" (round-robin, one host thread per guest) is the farm's default, chosen
 # by measurement on 2 cores at 3 guests at once: the XCR0 job took 49-71 s against 144-148 s with "multi"
 # (MTTCG, one host thread per vCPU), the x86-selftests cell 7.4 s against 32.9 s, with the same verdict for
-# every case. Several MTTCG guests on few cores spin on each other's descheduled vCPUs, and twice under load an
-# MTTCG guest's vCPU hung in an int3 loop while the kernel patched its code (an RCU stall, then a CRASH for a
-# healthy stock kernel). The price: a guest's vCPUs take turns, never run at the same instant. A job that wants
-# truly parallel vCPUs under TCG says `tcg_thread: multi`; under KVM they are always parallel.
+# every case. Several MTTCG guests on few cores spin on each other's descheduled vCPUs, and once under load an
+# MTTCG guest's CPU 0 hung in an int3 loop at a static-key site the kernel was patching (an RCU stall, then a
+# CRASH for a healthy stock kernel; an earlier CI stall looked the same, its console was not kept). The price:
+# a guest's vCPUs take turns, never run at the same instant. A job that wants truly parallel vCPUs under TCG
+# says `tcg_thread: multi`; under KVM they are always parallel.
 TCG_THREADS = ("single", "multi")
 
 
