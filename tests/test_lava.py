@@ -151,8 +151,10 @@ def test_an_incomplete_job_is_an_error_with_lavas_reason_retried_by_the_farm_onl
     assert r.returncode == 3, r.stderr
     [c] = cells(tmp_path / "out").values()
     assert (c["status"], c["stage"]) == ("ERROR", "boot")
-    # which of LAVA's nested timeouts fires first (the prompt wait or the login action around it) is a race
-    assert re.search(r"Incomplete: Job error: (wait for prompt|login-action) timed out", c["reason"]), c["reason"]
+    # which of LAVA's nested timeouts fires first (the prompt wait, the login action around it, or the
+    # auto-login action around both) is a race; all three were seen here
+    assert re.search(r"Incomplete: Job error: (wait for prompt|(auto-)?login-action) timed out",
+                     c["reason"]), c["reason"]
     # the farm's retry policy: one more attempt on a fresh job; LAVA itself tried each boot once
     assert c["attempts"] == 2 and [j["health"] for j in c["lab_jobs"]] == ["Incomplete", "Incomplete"]
     for job in c["lab_jobs"]:
